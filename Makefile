@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (set up, start the stack, run the demo edit)
+# and `make test` (set up, make sure Redis answers, run the test suite).
+.PHONY: setup demo up test lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/curvedit demo
+
+up: setup
+	.venv/bin/curvedit up
+
+test: setup
+	@bash scripts/ensure-redis.sh
+	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check service workers tests bench
+	.venv/bin/mypy
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b; done

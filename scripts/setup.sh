@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv: a CPU build of torch first
+# (so nothing pulls a multi-GB CUDA build), then curvedit with its dev and embedded-Redis extras.
+# Idempotent: a second run only reinstalls when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${CURVEDIT_VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.curvedit-installed"
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  # CPU wheel: on these machines it is served from local disk; elsewhere from the PyTorch CPU index.
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
+    || "$VENV/bin/python" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+"$VENV/bin/python" -m pip install -q -e '.[dev,embedded]'
+touch "$stamp"

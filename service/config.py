@@ -1,0 +1,68 @@
+"""Deployment settings (one pydantic-settings ``Settings``), read from ``CURVEDIT_*`` environment
+variables or a ``.env`` file. Shared by the gateway, the workers and the CLI."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CURVEDIT_", env_file=".env", extra="ignore")
+
+    # --- Redis / queues -------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL. Unset: `curvedit up` starts an embedded Redis under state_dir.",
+    )
+    queue_name: str = Field(default="curvedit-edits", description="RQ queue the edit jobs go to.")
+    job_timeout_s: int = Field(default=6 * 3600, ge=10, description="Hard limit for one edit job.")
+    failure_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long RQ keeps failed jobs.")
+    idempotency_ttl_s: int = Field(default=48 * 3600, ge=24 * 3600, description="Idempotency-Key lifetime.")
+    worker_heartbeat_s: int = Field(default=15, ge=1, description="Liveness heartbeat period of a worker.")
+
+    # --- Roots (every user-supplied path must resolve inside one of these) ----------------
+    state_dir: Path = Field(default=Path(".curvedit"), description="Embedded Redis data, default roots.")
+    model_root: Path = Field(default=Path("."), description="Root for spec.model.path.")
+    data_root: Path = Field(default=Path("."), description="Root for calibration/evaluation file paths.")
+    output_root: Path = Field(default=Path(".curvedit/artifacts"), description="Root for artifacts.")
+    dataset_dir: Path = Field(default=Path(".curvedit/datasets"), description="Uploaded datasets.")
+
+    # --- Factor cache --------------------------------------------------------------------
+    factor_cache: str = Field(
+        default="redis",
+        description="'redis' (default), 'off', or an fsspec URI / directory for a filesystem tier.",
+    )
+    factor_cache_bytes: int = Field(default=8 * 2**30, ge=0, description="Cache byte budget (LRU-evicted).")
+    factor_chunk_bytes: int = Field(default=64 * 2**20, ge=2**16, le=500 * 2**20)
+
+    # --- Security and limits ---------------------------------------------------------------
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated 'name:key' pairs (or bare keys). Empty: auth disabled (dev only).",
+    )
+    allow_remote_code: bool = Field(default=False, description="Permit model.trust_remote_code=true.")
+    max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest dataset upload.")
+    max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="Largest JSON request body.")
+
+    # --- Workers -----------------------------------------------------------------------------
+    device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'.")
+    device_map: str | None = Field(default=None, description="Passed to from_pretrained, e.g. 'auto'.")
+
+    def key_table(self) -> dict[str, str]:
+        """Map of api key -> owner name."""
+        table: dict[str, str] = {}
+        for i, item in enumerate(p.strip() for p in self.api_keys.split(",")):
+            if not item:
+                continue
+            name, sep, key = item.partition(":")
+            table[key if sep else name] = name if sep else f"key{i}"
+        return table
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,299 @@
+"""The edit job spec: the one contract shared by the HTTP body, the CLI ``--spec`` file,
+the worker's input and the manifest written beside every result.
+
+Pure pydantic, no torch. Every field has a default and a bound; unknown fields are
+rejected (``extra="forbid"``) so a typo never silently becomes a default.
+Paths in the spec are *relative to configured roots* (see ``service.config.Settings``);
+confinement is checked by ``service.paths``, not here, because the roots are deployment
+settings rather than part of the job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["gate", "up", "down"]
+FisherType = Literal["sampled", "empirical"]
+ModelDType = Literal["float32", "bfloat16", "float16", "auto"]
+EigDType = Literal["float32", "float64"]
+
+KeepMass = Annotated[
+    float,
+    Field(gt=0.0, le=1.0, description="Fraction rho in (0, 1] of total curvature mass to keep."),
+]
+
+_DATASET_ID = re.compile(r"^ds_[A-Za-z0-9]{8,64}$")
+MAX_INLINE_CHARS = 2_000_000
+
+
+class StrictModel(BaseModel):
+    """Base for every spec section: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _check_relative_path(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"{field} must not be empty")
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL bytes")
+    return value
+
+
+def _check_dataset_id(value: str | None) -> str | None:
+    if value is not None and not _DATASET_ID.match(value):
+        raise ValueError("dataset_id must look like 'ds_<alphanumeric>' as returned by POST /v1/datasets")
+    return value
+
+
+class ModelSpec(StrictModel):
+    """Which model to edit: a local directory under the model root, or a hub id."""
+
+    path: str | None = Field(
+        default=None,
+        description="Hugging Face model directory, relative to the configured model root.",
+    )
+    hub_id: str | None = Field(
+        default=None,
+        description="Hub repository id (e.g. 'allenai/OLMo-2-1124-7B'), resolved through the local "
+        "Hugging Face cache; offline mode (HF_HUB_OFFLINE=1) is honoured.",
+        max_length=200,
+    )
+    revision: str = Field(default="main", max_length=200, description="Hub revision (branch, tag or commit).")
+    dtype: ModelDType = Field(default="auto", description="dtype the model is loaded in; 'auto' = checkpoint's.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allowed only when the deployment enables it (CURVEDIT_ALLOW_REMOTE_CODE)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str | None) -> str | None:
+        return _check_relative_path(v, "model.path")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("exactly one of model.path or model.hub_id must be given")
+        return self
+
+
+class TextSource(StrictModel):
+    """A text corpus: an uploaded dataset, a file under the data root, or inline texts."""
+
+    dataset_id: str | None = Field(default=None, description="Id returned by POST /v1/datasets.")
+    path: str | None = Field(
+        default=None,
+        description="File under the configured data root: .txt (one document per blank-line-separated "
+        "block) or .jsonl (one object per line with a 'text' field).",
+    )
+    texts: list[str] | None = Field(default=None, description="Inline documents (small jobs only).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str | None) -> str | None:
+        return _check_relative_path(v, "path")
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _dataset_ok(cls, v: str | None) -> str | None:
+        return _check_dataset_id(v)
+
+    @field_validator("texts")
+    @classmethod
+    def _inline_size(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("texts must not be an empty list")
+            total = sum(len(t) for t in v)
+            if total > MAX_INLINE_CHARS:
+                raise ValueError(
+                    f"inline texts hold {total} characters, more than {MAX_INLINE_CHARS}; "
+                    "upload them with POST /v1/datasets and pass dataset_id instead"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextSource:
+        given = [n for n in ("dataset_id", "path", "texts") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of dataset_id, path or texts must be given (got {given or 'none'})")
+        return self
+
+
+class CalibrationSpec(TextSource):
+    """Calibration corpus for the K-FAC factors, packed into seq_len sequences with EOS between documents."""
+
+    max_tokens: int = Field(default=200_000, ge=16, le=2_000_000_000, description="Token budget.")
+    seq_len: int = Field(default=256, ge=8, le=32_768, description="Packed sequence length.")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences per forward/backward pass.")
+
+
+class CurvatureSpec(StrictModel):
+    fisher: FisherType = Field(
+        default="sampled",
+        description="'sampled': targets drawn from the model's own predictive distribution (true Fisher); "
+        "'empirical': the corpus's next tokens.",
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for sampled Fisher targets.")
+    eig_dtype: EigDType = Field(default="float32", description="Precision of the eigendecompositions.")
+
+
+class KeepMassOverride(StrictModel):
+    """keep_mass for the targets this override matches (all given fields must match; last match wins)."""
+
+    layer: int | None = Field(default=None, description="Layer index (negative counts from the end).")
+    projection: Role | None = None
+    module: str | None = Field(default=None, description="Module name or fnmatch glob.")
+    keep_mass: KeepMass
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> KeepMassOverride:
+        if self.layer is None and self.projection is None and self.module is None:
+            raise ValueError("an override needs at least one of layer, projection or module")
+        return self
+
+
+class EditSpec(StrictModel):
+    """Which weights to edit and how much curvature mass to keep."""
+
+    layers: list[int] | None = Field(
+        default=None,
+        description="Layer indices (negative counts from the end). Default: every layer. "
+        "Ignored when 'modules' is given.",
+        max_length=1024,
+    )
+    projections: list[Role] = Field(
+        default_factory=lambda: ["gate", "up"],
+        description="MLP projection roles: gate, up, down (GPT-2 / GPT-NeoX have up and down only).",
+        min_length=1,
+    )
+    modules: list[str] | None = Field(
+        default=None,
+        description="Explicit module names or fnmatch globs; replaces layers/projections.",
+        max_length=4096,
+    )
+    keep_mass: KeepMass | list[KeepMass] = Field(
+        default=0.6,
+        description="rho in (0, 1]; a list makes a sweep (factors and eigenbases computed once, "
+        "one result per value).",
+    )
+    overrides: list[KeepMassOverride] = Field(default_factory=list, max_length=4096)
+
+    @field_validator("keep_mass")
+    @classmethod
+    def _sweep_nonempty(cls, v: float | list[float]) -> float | list[float]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("keep_mass list must not be empty")
+            if len(v) > 64:
+                raise ValueError("keep_mass sweep has more than 64 values")
+            if len(set(v)) != len(v):
+                raise ValueError("keep_mass sweep values must be distinct")
+        return v
+
+    @field_validator("projections")
+    @classmethod
+    def _distinct_roles(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("projections must be distinct")
+        return v
+
+    @property
+    def sweep(self) -> list[float]:
+        """The keep_mass values to produce results for, in the order given."""
+        return list(self.keep_mass) if isinstance(self.keep_mass, list) else [self.keep_mass]
+
+
+class PairItem(StrictModel):
+    prefix: str | list[int]
+    suffix: str | list[int]
+
+
+class PairSource(StrictModel):
+    """Recitation set: prefix -> suffix pairs as an uploaded dataset / file (.jsonl with 'prefix' and
+    'suffix' fields) or inline."""
+
+    dataset_id: str | None = None
+    path: str | None = None
+    pairs: list[PairItem] | None = Field(default=None, max_length=100_000)
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str | None) -> str | None:
+        return _check_relative_path(v, "path")
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _dataset_ok(cls, v: str | None) -> str | None:
+        return _check_dataset_id(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PairSource:
+        given = [n for n in ("dataset_id", "path", "pairs") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of dataset_id, path or pairs must be given (got {given or 'none'})")
+        return self
+
+
+class RecitationEval(PairSource):
+    prefix_tokens: int = Field(default=64, ge=1, le=8192, description="Prefix length in tokens.")
+    suffix_tokens: int = Field(default=48, ge=1, le=8192, description="Greedy-generated suffix length.")
+    loose_threshold: float = Field(default=0.75, gt=0.0, le=1.0)
+    max_examples: int = Field(default=2000, ge=1, le=100_000)
+
+
+class PerplexityEval(TextSource):
+    seq_len: int = Field(default=256, ge=8, le=32_768)
+    max_tokens: int = Field(default=100_000, ge=16, le=100_000_000)
+
+
+class AgreementEval(StrictModel):
+    """nDCG@k of the edited model's top-k next tokens against the unedited model's, on the perplexity
+    texts (or on these texts when given)."""
+
+    k: int = Field(default=10, ge=1, le=1000)
+    source: TextSource | None = None
+    max_tokens: int = Field(default=20_000, ge=16, le=10_000_000)
+
+
+class EvaluationSpec(StrictModel):
+    recitation: RecitationEval | None = None
+    perplexity: PerplexityEval | None = None
+    agreement: AgreementEval | None = None
+    batch_size: int = Field(default=8, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _agreement_has_texts(self) -> EvaluationSpec:
+        if self.agreement is not None and self.agreement.source is None and self.perplexity is None:
+            raise ValueError("evaluation.agreement needs agreement.source or evaluation.perplexity texts")
+        return self
+
+
+class OutputSpec(StrictModel):
+    path: str | None = Field(
+        default=None,
+        description="Directory under the configured output root; default '<job id>'. Must not exist yet.",
+    )
+    save_model: bool = Field(default=True, description="Write the full edited Hugging Face model directory.")
+    save_delta: bool = Field(default=True, description="Write delta.safetensors (original and edited tensors).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str | None) -> str | None:
+        return _check_relative_path(v, "output.path")
+
+
+class EditJobSpec(StrictModel):
+    """A complete edit job."""
+
+    model: ModelSpec
+    calibration: CalibrationSpec
+    curvature: CurvatureSpec = Field(default_factory=CurvatureSpec)
+    edit: EditSpec = Field(default_factory=EditSpec)
+    evaluation: EvaluationSpec | None = None
+    output: OutputSpec = Field(default_factory=OutputSpec)

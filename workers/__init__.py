@@ -1,0 +1,2 @@
+"""curvedit workers: everything that touches tensors (curvature math, evaluation, the edit
+pipeline, the RQ job). Importing this package does not import torch."""
