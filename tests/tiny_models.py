@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoModelForCausalLM,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
@@ -24,7 +25,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
-from transformers import AutoModelForCausalLM
 
 FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt2", "gpt_neox")
 
