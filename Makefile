@@ -16,7 +16,7 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 lint: setup
-	.venv/bin/ruff check service workers tests bench
+	.venv/bin/ruff check .
 	.venv/bin/mypy
 
 bench: setup
