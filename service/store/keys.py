@@ -1,0 +1,68 @@
+"""Every Redis key name curvedit uses, in one place.
+
+Job records and their events never expire; idempotency keys do (``Settings.idempotency_ttl_s``).
+The factor cache (``workers/cache``) owns the ``curvedit:factors:*`` keys; the gateway only reads
+its index and deletes entries through the same layout.
+"""
+
+from __future__ import annotations
+
+PREFIX = "curvedit"
+
+
+def job(job_id: str) -> str:
+    """Hash: one job record (every field JSON-encoded)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """Stream: the job's ordered event log; entry id ``<seq>-0``."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_updates(job_id: str) -> str:
+    """Pub/sub channel: a message (the new status) after every change to the job."""
+    return f"{PREFIX}:job:{job_id}:updates"
+
+
+def jobs_all() -> str:
+    """Sorted set (all scores 0, ordered by id = creation time): every job."""
+    return f"{PREFIX}:jobs:all"
+
+
+def jobs_status(status: str) -> str:
+    """Sorted set: every job currently in ``status``."""
+    return f"{PREFIX}:jobs:status:{status}"
+
+
+def jobs_owner(owner: str, status: str | None = None) -> str:
+    """Sorted set: one owner's jobs (optionally only those in ``status``)."""
+    base = f"{PREFIX}:jobs:owner:{owner}"
+    return base if status is None else f"{base}:status:{status}"
+
+
+def stage_seconds() -> str:
+    """Hash: stage-duration histogram buckets (``<stage>|<cached>|<le>``, ``...|sum``, ``...|count``)."""
+    return f"{PREFIX}:metrics:stage_seconds"
+
+
+def idempotency(owner: str, key_digest: str) -> str:
+    """String (with TTL): JSON {body_sha256, job_id} for one owner's Idempotency-Key."""
+    return f"{PREFIX}:idem:{owner}:{key_digest}"
+
+
+def dataset(dataset_id: str) -> str:
+    """Hash: metadata of one uploaded dataset."""
+    return f"{PREFIX}:dataset:{dataset_id}"
+
+
+def datasets_owner(owner: str) -> str:
+    """Sorted set (scores 0, ordered by id): one owner's datasets."""
+    return f"{PREFIX}:datasets:owner:{owner}"
+
+
+FACTORS_INDEX = f"{PREFIX}:factors:index"
+
+
+def factor_chunks_pattern(key: str) -> str:
+    return f"{PREFIX}:factors:chunk:{key}:*"
