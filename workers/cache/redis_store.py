@@ -1,0 +1,174 @@
+"""Redis backend of the factor cache.
+
+Layout (the gateway's ``GET /v1/factors`` / ``DELETE /v1/factors/{key}`` read and delete exactly this):
+
+- ``curvedit:factors:chunk:{key}:{i}`` — strings, ``i = 0 .. n_chunks-1``, each at most
+  ``factor_chunk_bytes`` (well under Redis's 512 MB string limit); their concatenation is a
+  safetensors blob.
+- ``curvedit:factors:index`` — hash, field ``{key}``, value JSON
+  ``{key, bytes, created_at, last_used, model, module, kind, n_chunks, sha256, args}``.
+
+Writes are atomic: chunks go to temporary keys (with a TTL, so a crashed writer leaves nothing
+for good), then one MULTI renames them into place and writes the index field. Reads verify
+length and sha256; a corrupt or partial entry is a miss and is deleted. The cache keeps its own
+byte budget and evicts least-recently-used *cache entries only* — it never touches other keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+import torch
+
+from service.store.keys import FACTORS_INDEX
+from workers.cache.codec import checksum, decode, encode
+from workers.cache.keys import CacheKey
+
+log = logging.getLogger(__name__)
+
+_TMP_TTL_S = 3600
+
+# Update last_used only if the entry still exists (a concurrent delete must not resurrect it).
+_TOUCH = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+rec['last_used'] = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return 1
+"""
+
+
+def chunk_key(digest: str, i: int) -> str:
+    return f"curvedit:factors:chunk:{digest}:{i}"
+
+
+def _tmp_chunk_key(digest: str, nonce: str, i: int) -> str:
+    return f"curvedit:factors:tmp:{digest}:{nonce}:{i}"
+
+
+class RedisFactorStore:
+    """Factor cache in Redis: chunked safetensors blobs plus one index hash."""
+
+    def __init__(self, client: Any, *, budget_bytes: int, chunk_bytes: int) -> None:
+        self.client = client
+        self.budget_bytes = budget_bytes
+        self.chunk_bytes = max(1, chunk_bytes)
+        self._touch = client.register_script(_TOUCH)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _record(self, digest: str) -> dict[str, Any] | None:
+        raw = self.client.hget(FACTORS_INDEX, digest)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"key": digest, "n_chunks": 0}
+
+    def get(self, key: CacheKey) -> dict[str, torch.Tensor] | None:
+        digest = key.digest
+        rec = self._record(digest)
+        if rec is None:
+            return None
+        if not key.matches(rec.get("args"), rec.get("kind"), rec.get("module")):
+            log.warning("factor cache entry %s was written for other arguments; treating as a miss", digest)
+            return None
+        n = int(rec.get("n_chunks", 0))
+        parts = self.client.mget([chunk_key(digest, i) for i in range(n)]) if n else []
+        if n == 0 or any(p is None for p in parts):
+            log.warning("factor cache entry %s is partial; deleting it", digest)
+            self.delete(digest)
+            return None
+        blob = b"".join(parts)
+        if len(blob) != rec.get("bytes") or checksum(blob) != rec.get("sha256"):
+            log.warning("factor cache entry %s fails its checksum; deleting it", digest)
+            self.delete(digest)
+            return None
+        try:
+            tensors = decode(blob)
+        except Exception:  # noqa: BLE001 - an undecodable entry is a miss, whatever the reason
+            log.warning("factor cache entry %s does not decode; deleting it", digest)
+            self.delete(digest)
+            return None
+        self._touch(keys=[FACTORS_INDEX], args=[digest, time.time()])
+        return tensors
+
+    def entries(self) -> list[dict[str, Any]]:
+        out = []
+        for field, raw in self.client.hgetall(FACTORS_INDEX).items():
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                out.append({"key": field.decode() if isinstance(field, bytes) else field, "n_chunks": 0})
+        return out
+
+    # -- writing -----------------------------------------------------------------------------
+    def put(self, key: CacheKey, tensors: dict[str, torch.Tensor]) -> bool:
+        blob = encode(tensors)
+        if len(blob) > self.budget_bytes:
+            log.warning(
+                "factor cache entry %s (%d bytes) exceeds the cache budget (%d bytes); not stored",
+                key.digest,
+                len(blob),
+                self.budget_bytes,
+            )
+            return False
+        digest = key.digest
+        nonce = secrets.token_hex(6)
+        pieces = [blob[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)] or [b""]
+        for i, piece in enumerate(pieces):
+            self.client.set(_tmp_chunk_key(digest, nonce, i), piece, ex=_TMP_TTL_S)
+        now = time.time()
+        record = {
+            "key": digest,
+            "bytes": len(blob),
+            "created_at": now,
+            "last_used": now,
+            "model": key.model,
+            "module": key.module,
+            "kind": key.kind,
+            "n_chunks": len(pieces),
+            "sha256": checksum(blob),
+            "args": key.args,
+        }
+        old = self._record(digest)
+        with self.client.pipeline(transaction=True) as pipe:
+            if old is not None:
+                stale = [chunk_key(digest, i) for i in range(len(pieces), int(old.get("n_chunks", 0)))]
+                if stale:
+                    pipe.delete(*stale)
+            for i in range(len(pieces)):
+                pipe.rename(_tmp_chunk_key(digest, nonce, i), chunk_key(digest, i))
+                pipe.persist(chunk_key(digest, i))
+            pipe.hset(FACTORS_INDEX, digest, json.dumps(record))
+            pipe.execute()
+        self._evict(keep=digest)
+        return True
+
+    def delete(self, digest: str) -> bool:
+        rec = self._record(digest)
+        n = int(rec.get("n_chunks", 0)) if rec else 0
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(FACTORS_INDEX, digest)
+            if n:
+                pipe.delete(*[chunk_key(digest, i) for i in range(n)])
+            removed = pipe.execute()[0]
+        return bool(removed) or n > 0
+
+    def _evict(self, keep: str) -> None:
+        """Delete least-recently-used entries (never ``keep``) until the total fits the budget."""
+        records = self.entries()
+        total = sum(int(r.get("bytes", 0)) for r in records)
+        for rec in sorted(records, key=lambda r: float(r.get("last_used", 0))):
+            if total <= self.budget_bytes:
+                break
+            if rec.get("key") == keep:
+                continue
+            self.delete(str(rec["key"]))
+            total -= int(rec.get("bytes", 0))
+            log.info("factor cache evicted %s (%s bytes)", rec.get("key"), rec.get("bytes"))

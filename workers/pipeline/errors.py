@@ -1,0 +1,35 @@
+"""Typed pipeline failures: every error a job can end with carries a machine-readable code.
+
+The RQ job maps a ``PipelineError`` to the job record's ``error {code, message}``; anything
+else becomes ``internal``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ErrorCode = Literal[
+    "model_not_found",
+    "model_load_failed",
+    "remote_code_not_allowed",
+    "invalid_path",
+    "invalid_target",
+    "dataset_not_found",
+    "invalid_dataset",
+    "output_exists",
+    "out_of_memory",
+    "worker_lost",
+    "internal",
+]
+
+
+class PipelineError(Exception):
+    """A failure with a stable ``code`` (see ``ErrorCode``) and a human-readable message."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: ErrorCode = code
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
