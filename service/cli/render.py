@@ -1,0 +1,348 @@
+"""Rich rendering for the CLI: the live per-stage progress display, job summaries, the before/after
+metrics table and generic item tables. Tolerant of missing fields: it renders what the record has."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+STAGES = ("load_model", "collect_factors", "eigendecompose", "edit", "evaluate", "export")
+
+# metric key (flattened, lower case) -> (label, lower is better); table rows follow this order.
+METRIC_LABELS: dict[str, tuple[str, bool]] = {
+    "recitation.strict_rate": ("recitation, strict (exact suffix)", True),
+    "recitation.loose_rate": ("recitation, loose (>= threshold)", True),
+    "recitation.mean_normalized_distance": ("recitation, mean normalized distance", False),
+    "perplexity.perplexity": ("held-out perplexity", True),
+    "perplexity.mean_nll": ("held-out mean NLL", True),
+    "agreement.ndcg": ("agreement nDCG@k vs. unedited", False),
+    "agreement.top1_agreement": ("agreement top-1 vs. unedited", False),
+    "agreement.topk_overlap": ("agreement top-k overlap", False),
+}
+# Settings and raw sums that reports carry but that are not outcomes worth a row.
+SKIP_METRICS = frozenset(
+    {
+        "prefix_tokens",
+        "suffix_tokens",
+        "loose_threshold",
+        "seq_len",
+        "k",
+        "n",
+        "tokens",
+        "total_nll",
+        "strict_count",
+        "loose_count",
+        "sequences",
+        "positions",
+        "seconds",
+    }
+)
+
+
+# --- progress ---------------------------------------------------------------------------------
+def progress_fields(record: Mapping[str, Any]) -> tuple[float | None, int | None, int | None, float | None]:
+    """(fraction, tokens_done, tokens_total, eta_s) from a job record's ``progress``."""
+    prog = record.get("progress")
+    if isinstance(prog, int | float):
+        return float(prog), None, None, None
+    if not isinstance(prog, Mapping):
+        return None, None, None, None
+
+    def num(*keys: str) -> Any:
+        for k in keys:
+            if isinstance(prog.get(k), int | float):
+                return prog[k]
+        return None
+
+    return num("fraction", "stage_fraction"), num("tokens_done"), num("tokens_total"), num("eta_s", "eta_seconds")
+
+
+def cached_stages(record: Mapping[str, Any]) -> set[str]:
+    """Stages served from the factor cache (``stages.<name>.cached`` or a ``cache_hits`` map/list)."""
+    out: set[str] = set()
+    stages = record.get("stages")
+    if isinstance(stages, Mapping):
+        out |= {str(k) for k, v in stages.items() if isinstance(v, Mapping) and v.get("cached")}
+    hits = record.get("cache_hits") or {}
+    if isinstance(hits, Mapping):
+        out |= {str(k) for k, v in hits.items() if v}
+    elif isinstance(hits, list):
+        out |= {str(h) for h in hits}
+    return out
+
+
+class JobProgress:
+    """Live display of one job: one bar per pipeline stage, filled as the job moves on.
+
+    Feed it job records (``update``) or pipeline calls (``stage`` / ``advance`` from an in-process
+    Reporter); use it as a context manager."""
+
+    def __init__(self, console: Console | None = None, title: str = "") -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description:<32}"),
+            BarColumn(bar_width=32),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.title = title
+        self.tasks: dict[str, TaskID] = {}
+        self.current: str | None = None
+        self.status_task: TaskID | None = None
+
+    def __enter__(self) -> JobProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _label(self, name: str, cached: bool) -> str:
+        return f"{name}{' (cache hit)' if cached else ''}"
+
+    def stage(self, name: str, cached: bool = False) -> None:
+        if name == self.current:
+            if cached:
+                self.progress.update(self.tasks[name], description=self._label(name, True))
+            return
+        if self.current is not None:
+            self.progress.update(self.tasks[self.current], completed=1.0)
+        if self.status_task is not None:
+            self.progress.update(self.status_task, visible=False)
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(self._label(name, cached), total=1.0, info="")
+        self.current = name
+
+    def advance(
+        self,
+        fraction: float | None,
+        tokens_done: int | None = None,
+        tokens_total: int | None = None,
+        eta_s: float | None = None,
+    ) -> None:
+        if self.current is None:
+            return
+        info = []
+        if tokens_done is not None:
+            info.append(f"{tokens_done:,}" + (f"/{tokens_total:,} tok" if tokens_total else " tok"))
+        if eta_s is not None and eta_s > 0:
+            info.append(f"ETA {eta_s:.0f}s")
+        kwargs: dict[str, Any] = {"info": "  ".join(info)}
+        if fraction is not None:
+            kwargs["completed"] = max(0.0, min(1.0, float(fraction)))
+        self.progress.update(self.tasks[self.current], **kwargs)
+
+    def waiting(self, status: str) -> None:
+        if self.current is None:
+            if self.status_task is None:
+                self.status_task = self.progress.add_task(status, total=None, info="")
+            else:
+                self.progress.update(self.status_task, description=status)
+
+    def update(self, record: Mapping[str, Any]) -> None:
+        """Follow a job record from the gateway."""
+        status = str(record.get("status", ""))
+        stage = record.get("stage")
+        cached = cached_stages(record)
+        if stage:
+            # stages that started and ended between two polls still get a (full) bar
+            if stage in STAGES and self.current in STAGES:
+                for skipped in STAGES[STAGES.index(self.current) + 1 : STAGES.index(str(stage))]:
+                    self.stage(skipped, skipped in cached)
+            self.stage(str(stage), str(stage) in cached)
+            self.advance(*progress_fields(record))
+        else:
+            self.waiting(status or "queued")
+        if status == "succeeded" and self.current is not None:
+            self.progress.update(self.tasks[self.current], completed=1.0)
+
+
+# --- tables ----------------------------------------------------------------------------------------
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Numeric leaves as ``{"a.b": value}``, without settings/raw sums (``SKIP_METRICS``)."""
+    out: dict[str, Any] = {}
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            if str(k) not in SKIP_METRICS and str(k) != "rows":
+                out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(data, int | float) and not isinstance(data, bool):
+        out[prefix.rstrip(".")] = data
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _roots(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    roots = [record]
+    if isinstance(record.get("result"), Mapping):
+        roots.append(record["result"])
+    return roots
+
+
+def sweep_results(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-keep_mass results ``[{keep_mass, before, after, artifacts}]`` from a final job record
+    (top level or under ``result``; a ``results``/``sweep`` list or one ``metrics`` mapping)."""
+    candidates: list[Any] = []
+    for root in _roots(record):
+        metrics = root.get("metrics")
+        for source in (
+            root.get("results"),
+            root.get("sweep"),
+            metrics.get("results") if isinstance(metrics, Mapping) else None,
+            metrics.get("sweep") if isinstance(metrics, Mapping) else None,
+        ):
+            if isinstance(source, list) and source:
+                candidates = source
+                break
+        if not candidates and isinstance(metrics, Mapping):
+            candidates = [dict(metrics)]
+        if candidates:
+            break
+    results = []
+    for item in candidates:
+        if not isinstance(item, Mapping):
+            continue
+        m = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else item
+        before = m.get("before") if isinstance(m.get("before"), Mapping) else None
+        after = m.get("after") if isinstance(m.get("after"), Mapping) else None
+        if before is None and after is None:
+            continue
+        results.append(
+            {
+                "keep_mass": item.get("keep_mass"),
+                "before": flatten(before or {}),
+                "after": flatten(after or {}),
+                "artifacts": item.get("artifacts") or item.get("path") or item.get("output"),
+            }
+        )
+    return results
+
+
+def job_artifacts(record: Mapping[str, Any]) -> Any:
+    for root in _roots(record):
+        if root.get("artifacts"):
+            return root["artifacts"]
+    return None
+
+
+def metrics_table(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "") -> Table:
+    table = Table(title=title or None, title_justify="left")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("change", justify="right")
+    table.add_column("rel. change", justify="right")
+    present = dict.fromkeys([*before.keys(), *after.keys()])
+    keys = [k for k in METRIC_LABELS if k in present] + [k for k in present if k not in METRIC_LABELS]
+    for key in keys:
+        b, a = before.get(key), after.get(key)
+        label, lower_better = METRIC_LABELS.get(key.lower(), (key, True))
+        if isinstance(b, int | float) and isinstance(a, int | float):
+            diff = a - b
+            rel = f"{diff / b * 100:+.1f}%" if b else "n/a"
+            good = (diff < 0) == lower_better
+            colour = "green" if good and diff != 0 else ("red" if diff != 0 else "")
+            change = f"[{colour}]{diff:+.4f}[/]" if colour else f"{diff:+.4f}"
+            table.add_row(label, _fmt(b), _fmt(a), change, rel)
+        else:
+            table.add_row(label, _fmt(b) if b is not None else "-", _fmt(a) if a is not None else "-", "", "")
+    return table
+
+
+def print_results(console: Console, record: Mapping[str, Any]) -> None:
+    """The before/after table of every sweep point, and where the artifacts are."""
+    results = sweep_results(record)
+    if not results:
+        console.print("[dim]no evaluation metrics in this job (add an 'evaluation' section to the spec)[/]")
+    for res in results:
+        km = res["keep_mass"]
+        title = f"keep_mass = {km}" if km is not None else "before / after the edit"
+        console.print(metrics_table(res["before"], res["after"], title))
+        if res["artifacts"]:
+            console.print(f"  artifacts: {format_artifacts(res['artifacts'])}")
+    art = job_artifacts(record)
+    if art:
+        console.print(f"[bold]edited model:[/] {format_artifacts(art)}")
+
+
+def format_artifacts(art: Any) -> str:
+    if isinstance(art, str):
+        return art
+    if isinstance(art, Mapping):
+        for key in ("model_dir", "model", "path", "dir", "output_dir"):
+            if isinstance(art.get(key), str):
+                rest = {k: v for k, v in art.items() if k != key and isinstance(v, str)}
+                extra = "  " + "  ".join(f"{k}={v}" for k, v in rest.items()) if rest else ""
+                return f"{art[key]}{extra}"
+        return json.dumps(art)
+    if isinstance(art, list):
+        return ", ".join(format_artifacts(a) for a in art)
+    return str(art)
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return str(value) if value is not None else "-"
+
+
+def job_table(record: Mapping[str, Any]) -> Table:
+    """Key/value summary of one job."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("id", str(record.get("id", "?")))
+    table.add_row("status", str(record.get("status", "?")))
+    if record.get("stage"):
+        table.add_row("stage", str(record["stage"]))
+    frac, done, total, eta = progress_fields(record)
+    if frac is not None:
+        extra = f"  {done:,}/{total:,} tokens" if done is not None and total else ""
+        extra += f"  ETA {eta:.0f}s" if eta else ""
+        table.add_row("progress", f"{frac * 100:.1f}%{extra}")
+    for key in ("created_at", "started_at", "finished_at"):
+        if record.get(key) is not None:
+            table.add_row(key, _ts(record[key]))
+    cached = cached_stages(record)
+    if cached:
+        table.add_row("cache hits", ", ".join(sorted(cached)))
+    err = record.get("error")
+    if err:
+        text = f"{err.get('code')}: {err.get('message')}" if isinstance(err, Mapping) else str(err)
+        table.add_row("error", f"[red]{text}[/]")
+    if job_artifacts(record):
+        table.add_row("artifacts", format_artifacts(job_artifacts(record)))
+    return table
+
+
+def items_table(items: Iterable[Mapping[str, Any]], columns: list[str], title: str = "") -> Table:
+    table = Table(title=title or None, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for item in items:
+        row = []
+        for col in columns:
+            value = item.get(col)
+            if col.endswith("_at"):
+                row.append(_ts(value))
+            elif isinstance(value, Mapping | list):
+                row.append(json.dumps(value)[:60])
+            else:
+                row.append("" if value is None else str(value))
+        table.add_row(*row)
+    return table

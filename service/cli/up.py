@@ -1,0 +1,68 @@
+"""``curvedit up``: the whole stack in the foreground, logs on the console, Ctrl-C / SIGTERM to stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import FrameType
+
+import typer
+
+from service.cli.context import EXIT_FAILED, console, fail
+from service.cli.stack import Stack, StackError
+from service.config import Settings
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def up(
+    host: str = typer.Option("127.0.0.1", help="Gateway bind address (0.0.0.0 to listen on every interface)."),
+    port: int = typer.Option(8000, help="Gateway port.", min=1, max=65535),
+    workers: int = typer.Option(1, "--workers", "-w", help="Number of worker processes.", min=1, max=64),
+    worker_grace: float = typer.Option(
+        60.0, "--worker-grace", help="Seconds a stopping worker may spend finishing its batch.", min=0
+    ),
+    ready_timeout: float = typer.Option(180.0, "--ready-timeout", help="Seconds to wait for /readyz.", min=1),
+) -> None:
+    """Run Redis (embedded unless CURVEDIT_REDIS_URL is set), the gateway and N workers until Ctrl-C."""
+    settings = Settings()
+    stack = Stack(
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        worker_grace_s=worker_grace,
+        say=lambda m: console.print(f"[bold cyan]curvedit up[/] {m}", highlight=False),
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        try:
+            stack.start(ready_timeout=ready_timeout)
+        except StackError as exc:
+            fail(str(exc), EXIT_FAILED)
+        console.rule("[bold green]curvedit is up")
+        console.print(f"  gateway   {stack.url}   (OpenAPI: {stack.url}/docs)")
+        if stack.api_key:
+            console.print(f"  API key   {stack.api_key}   (saved in {settings.state_dir / 'api-key'})")
+        console.print(f"  redis     {stack.redis_url}")
+        console.print(f"  workers   {workers}   device: {settings.device}")
+        console.print("  try:      curvedit demo        (Ctrl-C here stops everything)")
+        console.rule()
+        while True:
+            dead = stack.check()
+            if dead:
+                console.print(f"[bold red]curvedit up:[/] {dead} exited; stopping the stack")
+                stack.stop()
+                raise typer.Exit(EXIT_FAILED)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("\n[bold cyan]curvedit up[/] shutting down (Ctrl-C again to force)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            stack.stop()
+        except KeyboardInterrupt:
+            stack.stop()
+    console.print("[bold cyan]curvedit up[/] stopped")

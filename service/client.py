@@ -1,0 +1,294 @@
+"""Python client for the curvedit HTTP API (``/v1``), built on ``httpx``.
+
+    from service.client import CurveditClient
+    with CurveditClient("http://127.0.0.1:8000", api_key="...") as c:
+        job = c.submit(spec)                      # dict or EditJobSpec
+        final = c.wait(job["id"], on_update=print)
+        print(final["status"], final.get("metrics"))
+
+Every 4xx/5xx answer raises ``CurveditAPIError`` built from the gateway's JSON error body
+(``{"error": {"code", "message", "field"}}``) or FastAPI's validation ``{"detail": [...]}``.
+No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.spec import EditJobSpec
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+JobRecord = dict[str, Any]
+
+
+class CurveditAPIError(Exception):
+    """An error answer from the gateway (or no answer at all: ``status`` 0, code ``unreachable``)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        where = f" (field: {field})" if field else ""
+        super().__init__(f"HTTP {status} {code}: {message}{where}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> CurveditAPIError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            text = response.text.strip() or response.reason_phrase
+            return cls(status, _default_code(status), text[:500])
+        return cls(status, *_parse_error_body(body, status))
+
+
+def _default_code(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        413: "too_large",
+        422: "invalid",
+        429: "rate_limited",
+        503: "unavailable",
+    }.get(status, "server_error" if status >= 500 else "error")
+
+
+def _loc_to_field(loc: Any) -> str | None:
+    if not isinstance(loc, list | tuple):
+        return str(loc) if loc else None
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _parse_error_body(body: Any, status: int) -> tuple[str, str, str | None]:
+    """(code, message, field) from either error shape the gateway may send."""
+    code, message, field = _default_code(status), "", None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            code = str(err.get("code") or code)
+            message = str(err.get("message") or "")
+            field = err.get("field") or None
+        elif isinstance(err, str):
+            message = err
+        detail = body.get("detail")
+        if isinstance(detail, list) and detail:
+            first = detail[0] if isinstance(detail[0], dict) else {"msg": str(detail[0])}
+            field = field or _loc_to_field(first.get("loc"))
+            msgs = [d.get("msg", str(d)) if isinstance(d, dict) else str(d) for d in detail]
+            message = message or "; ".join(msgs)
+            code = code if isinstance(err, dict) else "invalid"
+        elif isinstance(detail, str):
+            message = message or detail
+        elif isinstance(detail, dict):
+            code = str(detail.get("code") or code)
+            message = message or str(detail.get("message") or detail)
+            field = field or detail.get("field")
+    if not message:
+        message = json.dumps(body)[:500] if body is not None else "no error message"
+    return code, message, field
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Parse Server-Sent Events from text lines into ``{"event", "id", "data"}`` dicts
+    (``data`` JSON-decoded when it is JSON). Comments (keep-alives) are skipped."""
+    event: str | None = None
+    event_id: str | None = None
+    data: list[str] = []
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data or event:
+                text = "\n".join(data)
+                try:
+                    payload: Any = json.loads(text) if text else None
+                except ValueError:
+                    payload = text
+                yield {"event": event or "message", "id": event_id, "data": payload}
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id":
+            event_id = value
+
+
+class CurveditClient:
+    """Synchronous client for one gateway. Usable as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json", "User-Agent": "curvedit-client"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    # --- plumbing -----------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CurveditClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise CurveditAPIError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise CurveditAPIError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._request(method, path, **kw)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # --- jobs ---------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any] | EditJobSpec, idempotency_key: str | None = None) -> JobRecord:
+        """POST /v1/edit-jobs; returns the new (or, for a repeated Idempotency-Key, the same) job."""
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, EditJobSpec) else spec
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/edit-jobs", json=body, headers=headers)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._json("GET", f"/v1/edit-jobs/{job_id}")
+
+    def list(self, status: str | None = None, cursor: str | None = None, limit: int | None = None) -> dict:
+        """One page: ``{"items": [...], "next_cursor": ...}`` (as the gateway sends it)."""
+        params = {k: v for k, v in {"status": status, "cursor": cursor, "limit": limit}.items() if v}
+        return self._json("GET", "/v1/edit-jobs", params=params)
+
+    def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[JobRecord]:
+        """Every job, following the cursor."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status=status, cursor=cursor, limit=page_size)
+            yield from page_items(page)
+            cursor = page.get("next_cursor") if isinstance(page, dict) else None
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self._json("POST", f"/v1/edit-jobs/{job_id}/cancel")
+
+    def events(self, job_id: str, after: int | str | None = None) -> list[dict[str, Any]]:
+        params = {"after": after} if after is not None else None
+        body = self._json("GET", f"/v1/edit-jobs/{job_id}/events", params=params)
+        return page_items(body)
+
+    def stream_events(self, job_id: str, after: int | str | None = None) -> Iterator[dict[str, Any]]:
+        """Follow ``/events`` as Server-Sent Events until the server closes the stream."""
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        try:
+            with self._http.stream(
+                "GET",
+                f"/v1/edit-jobs/{job_id}/events",
+                headers=headers,
+                params={"stream": "true"},
+                timeout=httpx.Timeout(30.0, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CurveditAPIError.from_response(response)
+                yield from parse_sse(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise CurveditAPIError(0, "unreachable", f"event stream from {self.base_url} broke: {exc}") from exc
+
+    def wait(
+        self,
+        job_id: str,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        on_update: Callable[[JobRecord], None] | None = None,
+    ) -> JobRecord:
+        """Poll until the job is succeeded, failed or cancelled; returns the final record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(job_id)
+            if on_update is not None:
+                on_update(record)
+            if record.get("status") in TERMINAL:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {record.get('status')} after {timeout} s")
+            time.sleep(poll)
+
+    # --- datasets -------------------------------------------------------------------------
+    def upload_dataset(self, data: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
+        """POST /v1/datasets (multipart ``file``); ``data`` is a path or the raw bytes."""
+        if isinstance(data, bytes):
+            filename, content = name or "dataset.txt", data
+        else:
+            path = Path(data)
+            filename, content = name or path.name, path.read_bytes()
+        files = {"file": (filename, content, "application/octet-stream")}
+        return self._json("POST", "/v1/datasets", files=files, data={"name": filename})
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._json("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # --- factor cache -----------------------------------------------------------------------
+    def factors(self) -> list[dict[str, Any]]:
+        return page_items(self._json("GET", "/v1/factors"))
+
+    def delete_factor(self, key: str) -> None:
+        self._json("DELETE", f"/v1/factors/{key}")
+
+    # --- health -------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/healthz") or {}
+
+    def ready(self) -> dict[str, Any]:
+        """GET /readyz; raises ``CurveditAPIError`` (503) while Redis or every worker is missing."""
+        return self._json("GET", "/readyz") or {}
+
+    def is_up(self) -> bool:
+        """True when a gateway answers /healthz."""
+        try:
+            self.health()
+        except CurveditAPIError:
+            return False
+        return True
+
+
+def page_items(body: Any) -> list[dict[str, Any]]:
+    """The item list of a page, whichever envelope key the gateway uses."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in ("items", "jobs", "events", "factors", "entries", "data"):
+            if isinstance(body.get(key), list):
+                return body[key]
+    return []
