@@ -1,0 +1,100 @@
+"""The evaluation suite a spec asks for, run on the model as it currently is.
+
+``EvaluationSuite.prepare`` resolves the data once and records the agreement reference (top-k of
+the *unedited* model) before any edit; ``measure`` then returns one nested metrics dict
+(``recitation`` / ``perplexity`` / ``agreement``), the same shape before and after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.config import Settings
+from service.spec import EvaluationSpec
+from workers.evaluation import (
+    evaluate_agreement,
+    evaluate_perplexity,
+    evaluate_recitation,
+    reference_topk_for_texts,
+)
+from workers.pipeline.sources import resolve_pairs, resolve_texts
+
+
+@dataclass
+class EvaluationData:
+    spec: EvaluationSpec
+    pairs: list[tuple[Any, Any]] | None
+    ppl_texts: list[str] | None
+    agreement_texts: list[str] | None
+
+
+def resolve_evaluation(spec: EvaluationSpec | None, settings: Settings) -> EvaluationData | None:
+    """Load every evaluation input (fails fast, before any tensor work)."""
+    if spec is None:
+        return None
+    pairs = None
+    if spec.recitation is not None:
+        raw = resolve_pairs(spec.recitation, settings)[: spec.recitation.max_examples]
+        pairs = [(p["prefix"], p["suffix"]) for p in raw]
+    ppl = resolve_texts(spec.perplexity, settings, "evaluation.perplexity") if spec.perplexity else None
+    agree = None
+    if spec.agreement is not None:
+        agree = ppl
+        if spec.agreement.source is not None:
+            agree = resolve_texts(spec.agreement.source, settings, "evaluation.agreement.source")
+    return EvaluationData(spec=spec, pairs=pairs, ppl_texts=ppl, agreement_texts=agree)
+
+
+class EvaluationSuite:
+    """Before/after measurements for one job."""
+
+    def __init__(self, data: EvaluationData, model: Any, tokenizer: Any) -> None:
+        self.data = data
+        self.model = model
+        self.tokenizer = tokenizer
+        self.reference = None
+
+    def prepare_reference(self) -> None:
+        """Top-k of the current (unedited) model on the agreement texts."""
+        spec = self.data.spec
+        if spec.agreement is None or not self.data.agreement_texts:
+            return
+        seq_len = spec.perplexity.seq_len if spec.perplexity is not None else 256
+        self.reference = reference_topk_for_texts(
+            self.model,
+            self.tokenizer,
+            self.data.agreement_texts,
+            k=spec.agreement.k,
+            seq_len=seq_len,
+            max_tokens=spec.agreement.max_tokens,
+            batch_size=spec.batch_size,
+        )
+
+    def measure(self, *, with_agreement: bool = True) -> dict[str, Any]:
+        spec = self.data.spec
+        out: dict[str, Any] = {}
+        if spec.recitation is not None and self.data.pairs:
+            rep = evaluate_recitation(
+                self.model,
+                self.tokenizer,
+                self.data.pairs,
+                prefix_tokens=spec.recitation.prefix_tokens,
+                suffix_tokens=spec.recitation.suffix_tokens,
+                batch_size=spec.batch_size,
+                loose_threshold=spec.recitation.loose_threshold,
+                decode=False,
+            )
+            out["recitation"] = rep.to_dict(include_rows=False)
+        if spec.perplexity is not None and self.data.ppl_texts:
+            out["perplexity"] = evaluate_perplexity(
+                self.model,
+                self.tokenizer,
+                self.data.ppl_texts,
+                seq_len=spec.perplexity.seq_len,
+                max_tokens=spec.perplexity.max_tokens,
+                batch_size=spec.batch_size,
+            ).to_dict()
+        if with_agreement and self.reference is not None:
+            out["agreement"] = evaluate_agreement(self.model, self.reference).to_dict()
+        return out

@@ -1,0 +1,112 @@
+"""Model loading: a local directory under ``settings.model_root`` or a hub id + revision resolved
+through the local Hugging Face cache (``HF_HUB_OFFLINE`` honoured: then ``local_files_only``).
+
+Safetensors only (``use_safetensors=True``); ``trust_remote_code`` only when the deployment
+allows it; the dtype from the spec; the device from ``settings.device`` (``auto`` -> CUDA when
+available) or ``settings.device_map`` for a model spread over several GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.config import Settings
+from service.spec import ModelSpec
+from workers.pipeline.confine import confined
+from workers.pipeline.errors import PipelineError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    model_dir: Path
+    label: str
+    dtype: torch.dtype
+    device: torch.device
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def resolve_model_dir(spec: ModelSpec, settings: Settings) -> tuple[Path, str]:
+    """The local directory holding the model files, and a label for records."""
+    if spec.path is not None:
+        path = confined(settings.model_root, spec.path, "model.path")
+        if not (path / "config.json").is_file():
+            raise PipelineError(
+                "model_not_found", f"model.path {spec.path!r}: no Hugging Face model directory (config.json) at {path}"
+            )
+        return path, spec.path
+    from huggingface_hub import snapshot_download
+
+    label = f"{spec.hub_id}@{spec.revision}"
+    try:
+        snap = snapshot_download(
+            repo_id=spec.hub_id,
+            revision=spec.revision,
+            allow_patterns=_HUB_PATTERNS,
+            local_files_only=hub_offline(),
+        )
+    except Exception as exc:  # noqa: BLE001 - every hub failure means the same thing to the job
+        raise PipelineError(
+            "model_not_found",
+            f"model.hub_id {label}: not available in the local Hugging Face cache"
+            f"{' (HF_HUB_OFFLINE=1)' if hub_offline() else ''}: {exc}",
+        ) from exc
+    return Path(snap), label
+
+
+def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
+    """Load tokenizer and causal LM; typed errors for every way this fails."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec.trust_remote_code and not settings.allow_remote_code:
+        raise PipelineError(
+            "remote_code_not_allowed",
+            "model.trust_remote_code=true but this deployment does not allow remote code "
+            "(set CURVEDIT_ALLOW_REMOTE_CODE=1)",
+        )
+    model_dir, label = resolve_model_dir(spec, settings)
+    if not any(model_dir.glob("*.safetensors")):
+        raise PipelineError("model_not_found", f"{label}: no *.safetensors weights in {model_dir} (pickle is refused)")
+    device = resolve_device(settings.device)
+    kwargs: dict[str, Any] = {
+        "use_safetensors": True,
+        "trust_remote_code": bool(spec.trust_remote_code),
+        "dtype": "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype],
+        "local_files_only": True,
+    }
+    if settings.device_map:
+        kwargs["device_map"] = settings.device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_dir, trust_remote_code=bool(spec.trust_remote_code), local_files_only=True
+        )
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        if not settings.device_map:
+            model.to(device)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise PipelineError("out_of_memory", f"{label}: out of GPU memory while loading: {exc}") from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise PipelineError("model_load_failed", f"{label}: could not load the model: {exc}") from exc
+    model.eval()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = next(model.parameters()).dtype
+    return LoadedModel(model=model, tokenizer=tokenizer, model_dir=model_dir, label=label, dtype=dtype, device=device)

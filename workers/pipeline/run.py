@@ -1,0 +1,297 @@
+"""``run_pipeline``: one edit job, start to finish, against a ``Reporter`` (no Redis in here).
+
+Stages, in order: ``load_model -> collect_factors -> eigendecompose -> edit -> evaluate -> export``.
+Factors and eigenbases are computed (or fetched from the factor cache) once; for each
+``keep_mass`` of a sweep the original weights are restored, the edit applied, the model evaluated
+and one result exported. The whole output tree appears atomically at the end (staging directory
++ rename); a failure or cancellation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.config import Settings
+from service.spec import EditJobSpec, KeepMassOverride
+from workers.artifacts import library_versions, staging_dir, write_manifest, write_result
+from workers.cache import FactorCache
+from workers.curvature import EditTarget, TargetError, apply_edit, resolve_targets
+from workers.curvature.targets import num_layers
+from workers.evaluation import compare
+from workers.pipeline.confine import confined
+from workers.pipeline.curvature_stage import CurvatureInputs, compute_curvature
+from workers.pipeline.errors import PipelineError
+from workers.pipeline.evaluation_stage import EvaluationSuite, resolve_evaluation
+from workers.pipeline.fingerprint import combine, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.loading import load_model
+from workers.pipeline.reporting import JobCancelled, Reporter, Stage
+from workers.pipeline.sources import resolve_texts
+
+
+def point_dirname(keep_mass: float) -> str:
+    """Directory name of one sweep point's result, e.g. ``rho-0.6``."""
+    return f"rho-{keep_mass:g}"
+
+
+def keep_mass_for(base: float, overrides: list[KeepMassOverride], n_layers: int) -> Callable[[EditTarget], float]:
+    """Per-target keep_mass: ``base`` unless an override matches (last match wins)."""
+
+    def rho(t: EditTarget) -> float:
+        value = base
+        for o in overrides:
+            if o.layer is not None and (t.layer is None or o.layer % max(n_layers, 1) != t.layer):
+                continue
+            if o.projection is not None and o.projection != t.role:
+                continue
+            if o.module is not None and not fnmatch.fnmatchcase(t.name, o.module):
+                continue
+            value = o.keep_mass
+        return value
+
+    return rho
+
+
+class _Clock:
+    """Stage bookkeeping: reports each stage and records its wall time."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.timings: dict[str, float] = {}
+        self.cached: dict[str, bool] = {}
+        self._current: tuple[str, float] | None = None
+
+    def stage(self, name: Stage, cached: bool = False) -> None:
+        self.close()
+        self.reporter.stage(name, cached=cached)
+        self.cached[name] = cached
+        self._current = (name, time.perf_counter())
+
+    def close(self) -> None:
+        if self._current is not None:
+            name, t0 = self._current
+            self.timings[name] = round(time.perf_counter() - t0, 4)
+            self._current = None
+
+
+def _check_cancel(reporter: Reporter, where: str) -> None:
+    if reporter.cancelled():
+        raise JobCancelled(f"cancelled during {where}")
+
+
+@torch.no_grad()
+def _write_params(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]) -> None:
+    for name, value in values.items():
+        params[name].copy_(value.to(device=params[name].device, dtype=params[name].dtype))
+
+
+def _snapshot(params: dict[str, torch.nn.Parameter], names: list[str]) -> dict[str, torch.Tensor]:
+    return {n: params[n].detach().to("cpu", copy=True) for n in names}
+
+
+@contextmanager
+def _typed_errors() -> Any:
+    try:
+        yield
+    except (PipelineError, JobCancelled):
+        raise
+    except TargetError as exc:
+        raise PipelineError("invalid_target", str(exc)) from exc
+    except torch.cuda.OutOfMemoryError as exc:
+        raise PipelineError("out_of_memory", f"out of GPU memory: {exc}") from exc
+    except MemoryError as exc:
+        raise PipelineError("out_of_memory", "out of host memory") from exc
+
+
+def run_pipeline(
+    spec: EditJobSpec,
+    *,
+    settings: Settings,
+    job_id: str,
+    reporter: Reporter,
+    cache: FactorCache | None,
+) -> dict[str, Any]:
+    """Run one edit job; returns the job result (JSON-serialisable).
+
+    Result: ``{"results": [{keep_mass, layers, metrics, comparison, artifacts}], "baseline": metrics,
+    "cache": {stage: {hits, misses}}, "cached_stages": {stage: bool}, "timings": {stage: s},
+    "targets": [...], "fingerprints": {...}, "output": {...}}``.
+    Raises ``PipelineError`` (typed failure) or ``JobCancelled``."""
+    with _typed_errors():
+        return _run(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache)
+
+
+def _run(
+    spec: EditJobSpec, *, settings: Settings, job_id: str, reporter: Reporter, cache: FactorCache | None
+) -> dict[str, Any]:
+    clock = _Clock(reporter)
+    t_start = time.perf_counter()
+
+    # ---- load_model (inputs are resolved first: bad input fails before any tensor work)
+    clock.stage("load_model")
+    out_rel = spec.output.path or job_id
+    out_dir = confined(settings.output_root, out_rel, "output.path")
+    if out_dir.exists():
+        raise PipelineError("output_exists", f"output.path {out_rel!r} already exists under the output root")
+    calib_texts = resolve_texts(spec.calibration, settings, "calibration")
+    eval_data = resolve_evaluation(spec.evaluation, settings)
+    loaded = load_model(spec.model, settings)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    targets = resolve_targets(
+        model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
+    )
+    model_files = fingerprint_model_dir(loaded.model_dir)
+    fingerprints = {
+        "model": combine(model_files),
+        "model_files": model_files,
+        "calibration": fingerprint_texts(calib_texts),
+    }
+    reporter.event(
+        "info",
+        f"loaded {loaded.label} ({loaded.dtype}, {loaded.device}); {len(targets)} target(s)",
+        {"kind": "model", "targets": [t.name for t in targets], "fingerprint": fingerprints["model"]},
+    )
+    _check_cancel(reporter, "load_model")
+
+    # ---- collect_factors + eigendecompose (cache-aware)
+    inputs = CurvatureInputs(
+        model_label=loaded.label,
+        model_fingerprint=fingerprints["model"],
+        model_dtype=str(loaded.dtype).removeprefix("torch."),
+        corpus_fingerprint=fingerprints["calibration"],
+        texts=calib_texts,
+        tokenizer=tokenizer,
+        max_tokens=spec.calibration.max_tokens,
+        seq_len=spec.calibration.seq_len,
+        batch_size=spec.calibration.batch_size,
+        fisher=spec.curvature.fisher,
+        seed=spec.curvature.seed,
+        eig_dtype=spec.curvature.eig_dtype,
+    )
+    curv = compute_curvature(
+        model, targets, inputs, reporter=reporter, cache=cache, on_stage=lambda n, c: clock.stage(n, c)
+    )
+
+    # ---- edit: one edited copy of the targets' weights per sweep point
+    clock.stage("edit")
+    params = dict(model.named_parameters())
+    pnames = [f"{t.name}.weight" for t in targets]
+    originals = _snapshot(params, pnames)
+    n_layers = num_layers(model)
+    sweep = spec.edit.sweep
+    points: list[dict[str, Any]] = []
+    edited: list[dict[str, torch.Tensor]] = []
+    for i, rho in enumerate(sweep):
+        _check_cancel(reporter, "edit")
+        _write_params(params, originals)
+        reports = apply_edit(model, targets, curv.eigens, keep_mass_for(rho, spec.edit.overrides, n_layers))
+        edited.append(_snapshot(params, pnames))
+        layers = [r.to_dict() for r in reports]
+        points.append({"keep_mass": rho, "layers": layers, "metrics": {}, "comparison": [], "artifacts": {}})
+        reporter.event("info", f"edited at keep_mass={rho:g}", {"kind": "edit", "keep_mass": rho, "layers": layers})
+        reporter.progress((i + 1) / len(sweep))
+
+    # ---- evaluate: baseline (and agreement reference) on the original weights, then each point
+    clock.stage("evaluate")
+    baseline: dict[str, Any] = {}
+    if eval_data is None:
+        reporter.event("info", "no evaluation requested", {"kind": "evaluate"})
+    else:
+        _write_params(params, originals)
+        suite = EvaluationSuite(eval_data, model, tokenizer)
+        suite.prepare_reference()
+        baseline = suite.measure(with_agreement=False)
+        reporter.event("info", "baseline metrics", {"kind": "metrics", "keep_mass": None, "metrics": baseline})
+        for i, point in enumerate(points):
+            _check_cancel(reporter, "evaluate")
+            _write_params(params, edited[i])
+            point["metrics"] = suite.measure()
+            point["comparison"] = compare(baseline, point["metrics"])
+            reporter.event(
+                "info",
+                f"metrics at keep_mass={point['keep_mass']:g}",
+                {"kind": "metrics", "keep_mass": point["keep_mass"], "metrics": point["metrics"]},
+            )
+            reporter.progress((i + 1) / len(points))
+
+    # ---- export: the whole tree is staged and renamed into place at the end
+    clock.stage("export")
+    resolved_spec = spec.model_dump(mode="json")
+    common = {
+        "format": "curvedit-manifest-v1",
+        "job_id": job_id,
+        "spec": resolved_spec,
+        "model": {"label": loaded.label, "dtype": inputs.model_dtype},
+        "fingerprints": fingerprints,
+        "targets": [{"name": t.name, "layer": t.layer, "role": t.role, "shape": list(t.shape)} for t in targets],
+        "baseline_metrics": baseline,
+        "cache": curv.cache,
+        "cache_keys": curv.keys,
+        "cached_stages": dict(clock.cached),
+        "versions": library_versions(),
+    }
+    single = len(points) == 1
+    with staging_dir(out_dir) as tmp:
+        for i, point in enumerate(points):
+            _check_cancel(reporter, "export")
+            _write_params(params, edited[i])
+            sub = "" if single else point_dirname(point["keep_mass"])
+            target_dir = tmp / sub if sub else tmp
+            manifest = {
+                **common,
+                "keep_mass": point["keep_mass"],
+                "layers": point["layers"],
+                "metrics": point["metrics"],
+                "comparison": point["comparison"],
+                "timings": dict(clock.timings),
+            }
+            files = write_result(
+                target_dir,
+                model=model,
+                tokenizer=tokenizer,
+                originals=originals,
+                edited=edited[i],
+                manifest=manifest,
+                save_model=spec.output.save_model,
+                save_delta=spec.output.save_delta,
+            )
+            final = out_dir / sub if sub else out_dir
+            point["artifacts"] = {
+                "dir": str(final),
+                "relative_dir": str(Path(out_rel) / sub) if sub else out_rel,
+                **{k: str(final / v) if v != "." else str(final) for k, v in files.items()},
+            }
+            reporter.progress((i + 1) / len(points))
+        if not single:
+            write_manifest(
+                tmp,
+                {
+                    **common,
+                    "sweep": [
+                        {k: p[k] for k in ("keep_mass", "layers", "metrics", "comparison")}
+                        | {"dir": point_dirname(p["keep_mass"])}
+                        for p in points
+                    ],
+                    "timings": dict(clock.timings),
+                },
+            )
+    clock.close()
+    _write_params(params, originals)
+    clock.timings["total"] = round(time.perf_counter() - t_start, 4)
+    return {
+        "results": points,
+        "baseline": baseline,
+        "cache": curv.cache,
+        "cached_stages": dict(clock.cached),
+        "timings": dict(clock.timings),
+        "tokens": curv.tokens,
+        "targets": common["targets"],
+        "fingerprints": {"model": fingerprints["model"], "calibration": fingerprints["calibration"]},
+        "output": {"dir": str(out_dir), "relative_dir": out_rel, "sweep": not single},
+    }
