@@ -177,8 +177,8 @@ class JobStore:
             pipe.zadd(keys.jobs_status(QUEUED), {job_id: 0})
             pipe.zadd(keys.jobs_owner(owner), {job_id: 0})
             pipe.zadd(keys.jobs_owner(owner, QUEUED), {job_id: 0})
+            self._append_in(pipe, job_id, "info", "job queued", {"kind": "status", "status": QUEUED})
             pipe.execute()
-        self.append_event(job_id, "info", "job queued", {"kind": "status", "status": QUEUED})
         rec["last_event_seq"] = 1
         return rec
 
@@ -230,14 +230,18 @@ class JobStore:
     # ------------------------------------------------------------------ events
     def append_event(self, job_id: str, level: str, message: str, data: dict[str, Any] | None = None) -> int | None:
         """Append to the job's event log; returns its ``seq`` (1, 2, ...) or None if no such job."""
+        seq = self._append_in(self.r, job_id, level, message, data)
+        return None if int(seq) < 0 else int(seq)
+
+    def _append_in(self, client: Any, job_id: str, level: str, message: str, data: dict[str, Any] | None) -> Any:
         if level not in LEVELS:
             level = "info"
         payload = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False, default=str)
-        seq = self._append(
+        return self._append(
             keys=[keys.job(job_id), keys.job_events(job_id), keys.job_updates(job_id)],
             args=[utcnow(), level, message, payload],
+            client=client,
         )
-        return None if int(seq) < 0 else int(seq)
 
     def events(self, job_id: str, after_seq: int = 0, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Events with ``seq > after_seq``, oldest first."""
@@ -282,13 +286,15 @@ class JobStore:
                         pipe.zadd(keys.jobs_owner(owner, new), {job_id: 0})
                     for stage, cached, seconds in change.durations:
                         _observe(pipe, stage, cached, seconds)
+                    # events of a transition land in the same MULTI: a reader that sees the new
+                    # status also sees its event (the SSE stream relies on it)
+                    for level, message, data in change.events:
+                        self._append_in(pipe, job_id, level, message, data)
                     pipe.publish(keys.job_updates(job_id), change.fields.get("status", rec["status"]))
                     pipe.execute()
                     break
                 except redis.WatchError:
                     continue
-        for level, message, data in change.events:
-            self.append_event(job_id, level, message, data)
         return True
 
     def mark_running(self, job_id: str, worker: str) -> bool:

@@ -52,7 +52,7 @@ def idempotency(owner: str, key_digest: str) -> str:
 
 
 def dataset(dataset_id: str) -> str:
-    """Hash: metadata of one uploaded dataset."""
+    """String: JSON metadata of one uploaded dataset."""
     return f"{PREFIX}:dataset:{dataset_id}"
 
 

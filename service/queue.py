@@ -1,0 +1,79 @@
+"""The RQ side of the gateway: enqueue an edit job, cancel one, and look at the queue and its
+workers (readiness, metrics). No torch: the function is referenced by its dotted path.
+
+Each RQ job has the same id as our job record, a JSON (not pickle) serializer, the timeout and
+failure TTL from settings, and one argument: the job id. Everything else (the resolved spec,
+progress) lives in the job record (``service.store.jobs``). RQ's serializer expects a Redis
+client *without* ``decode_responses``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis
+from rq import Queue
+from rq import worker_registration as registration
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from service.config import Settings
+from service.store.jobs import CANCELLED, QUEUED, JobStore
+
+JOB_FUNCTION = "workers.rq_job.run_edit_job"
+
+
+def get_queue(redis_client: redis.Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue_name, connection=redis_client, serializer=JSONSerializer)
+
+
+def enqueue_job(redis_client: redis.Redis, settings: Settings, job_id: str) -> Job:
+    """Put ``workers.rq_job.run_edit_job(job_id)`` on the settings' queue."""
+    return get_queue(redis_client, settings).enqueue_call(
+        JOB_FUNCTION,
+        args=(job_id,),
+        job_id=job_id,
+        timeout=settings.job_timeout_s,
+        failure_ttl=settings.failure_ttl_s,
+        result_ttl=settings.failure_ttl_s,
+        description=f"curvedit edit job {job_id}",
+    )
+
+
+def cancel_job(store: JobStore, redis_client: redis.Redis, settings: Settings, job_id: str) -> str | None:
+    """Request a cancel; returns the job's status afterwards (None: no such job).
+
+    A job still ``queued`` is taken off the queue and marked ``cancelled`` at once (atomically:
+    if a worker picked it up meanwhile, ``mark_running`` already moved it to ``running`` and the
+    worker sees the flag between batches instead). A ``running`` job keeps running until its
+    pipeline checks the flag."""
+    status = store.request_cancel(job_id)
+    if status == QUEUED and store.mark_cancelled(job_id, only_if=(QUEUED,)):
+        with contextlib.suppress(NoSuchJobError):
+            Job.fetch(job_id, connection=redis_client, serializer=JSONSerializer).cancel()
+        get_queue(redis_client, settings).remove(job_id)
+        return CANCELLED
+    return store.status(job_id)
+
+
+def live_workers(redis_client: redis.Redis, settings: Settings) -> int:
+    """Workers registered on the queue whose heartbeat key has not expired."""
+    worker_keys = sorted(registration.get_keys(queue=get_queue(redis_client, settings)))
+    if not worker_keys:
+        return 0
+    with redis_client.pipeline(transaction=False) as pipe:
+        for key in worker_keys:
+            pipe.exists(key)
+        return sum(1 for alive in pipe.execute() if alive)
+
+
+def queue_stats(redis_client: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """Depth of the queue and sizes of RQ's registries (for /metrics)."""
+    q = get_queue(redis_client, settings)
+    return {
+        "queued": q.count,
+        "started": q.started_job_registry.count,
+        "failed": q.failed_job_registry.count,
+    }
