@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     failure_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long RQ keeps failed jobs.")
     idempotency_ttl_s: int = Field(default=48 * 3600, ge=24 * 3600, description="Idempotency-Key lifetime.")
     worker_heartbeat_s: int = Field(default=15, ge=1, description="Liveness heartbeat period of a worker.")
+    job_max_attempts: int = Field(
+        default=2, ge=1, description="Runs of a job whose worker died mid-job before it fails with 'worker_lost'."
+    )
 
     # --- Roots (every user-supplied path must resolve inside one of these) ----------------
     state_dir: Path = Field(default=Path(".curvedit"), description="Embedded Redis data, default roots.")
