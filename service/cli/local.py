@@ -5,6 +5,7 @@ workers package (and torch) is imported only when the command runs."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -98,6 +99,12 @@ def edit(
         settings = settings.model_copy(update={"factor_cache": cache})
 
     from workers.pipeline.run import run_pipeline
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     from workers.cache import open_factor_cache
     from workers.pipeline.errors import PipelineError

@@ -16,13 +16,13 @@ STAGES = ("load_model", "collect_factors", "eigendecompose", "edit", "evaluate",
 
 # metric key (flattened, lower case) -> (label, lower is better); table rows follow this order.
 METRIC_LABELS: dict[str, tuple[str, bool]] = {
-    "recitation.strict_rate": ("recitation, strict (exact suffix)", True),
-    "recitation.loose_rate": ("recitation, loose (>= threshold)", True),
-    "recitation.mean_normalized_distance": ("recitation, mean normalized distance", False),
-    "perplexity.perplexity": ("held-out perplexity", True),
-    "perplexity.mean_nll": ("held-out mean NLL", True),
-    "agreement.ndcg": ("agreement nDCG@k vs. unedited", False),
-    "agreement.top1_agreement": ("agreement top-1 vs. unedited", False),
+    "recitation.strict_rate": ("recitation (strict)", True),
+    "recitation.loose_rate": ("recitation (loose)", True),
+    "recitation.mean_normalized_distance": ("recitation distance", False),
+    "perplexity.perplexity": ("perplexity", True),
+    "perplexity.mean_nll": ("mean NLL", True),
+    "agreement.ndcg": ("agreement nDCG@k", False),
+    "agreement.top1_agreement": ("agreement top-1", False),
     "agreement.topk_overlap": ("agreement top-k overlap", False),
 }
 # Settings and raw sums that reports carry but that are not outcomes worth a row.
@@ -195,48 +195,55 @@ def _roots(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def sweep_results(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-keep_mass results ``[{keep_mass, before, after, artifacts}]`` from a final job record
-    (top level or under ``result``; a ``results``/``sweep`` list or one ``metrics`` mapping)."""
-    candidates: list[Any] = []
+    """Per-keep_mass results ``[{keep_mass, before, after, artifacts}]`` from a final job record.
+
+    Reads the pipeline's result (``result.results[i]`` with ``comparison`` rows, or ``metrics`` against
+    ``result.baseline``), at the top level of the record or under ``result``; also accepts
+    ``{"metrics": {"before": ..., "after": ...}}``."""
     for root in _roots(record):
-        metrics = root.get("metrics")
-        for source in (
-            root.get("results"),
-            root.get("sweep"),
-            metrics.get("results") if isinstance(metrics, Mapping) else None,
-            metrics.get("sweep") if isinstance(metrics, Mapping) else None,
-        ):
-            if isinstance(source, list) and source:
-                candidates = source
-                break
-        if not candidates and isinstance(metrics, Mapping):
-            candidates = [dict(metrics)]
-        if candidates:
-            break
-    results = []
-    for item in candidates:
-        if not isinstance(item, Mapping):
+        items = root.get("results") if isinstance(root.get("results"), list) else None
+        if items is None and isinstance(root.get("sweep"), list):
+            items = root["sweep"]
+        baseline = root.get("baseline") if isinstance(root.get("baseline"), Mapping) else {}
+        if items is None and isinstance(root.get("metrics"), Mapping):
+            items = [{"metrics": root["metrics"]}]
+        if not items:
             continue
-        m = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else item
-        before = m.get("before") if isinstance(m.get("before"), Mapping) else None
-        after = m.get("after") if isinstance(m.get("after"), Mapping) else None
-        if before is None and after is None:
-            continue
-        results.append(
-            {
-                "keep_mass": item.get("keep_mass"),
-                "before": flatten(before or {}),
-                "after": flatten(after or {}),
-                "artifacts": item.get("artifacts") or item.get("path") or item.get("output"),
-            }
-        )
-    return results
+        results = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                continue
+            metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else {}
+            rows = item.get("comparison")
+            if isinstance(rows, list) and rows:
+                before = {r["metric"]: r.get("before") for r in rows if isinstance(r, Mapping) and "metric" in r}
+                after = {r["metric"]: r.get("after") for r in rows if isinstance(r, Mapping) and "metric" in r}
+                before = {k: v for k, v in before.items() if k.split(".")[-1] not in SKIP_METRICS}
+                after = {k: v for k, v in after.items() if k.split(".")[-1] not in SKIP_METRICS}
+            elif isinstance(metrics.get("before"), Mapping) or isinstance(metrics.get("after"), Mapping):
+                before, after = flatten(metrics.get("before") or {}), flatten(metrics.get("after") or {})
+            elif metrics or baseline:
+                before, after = flatten(baseline), flatten(metrics)
+            else:
+                continue
+            results.append(
+                {
+                    "keep_mass": item.get("keep_mass"),
+                    "before": before,
+                    "after": after,
+                    "artifacts": item.get("artifacts") or None,
+                }
+            )
+        return results
+    return []
 
 
 def job_artifacts(record: Mapping[str, Any]) -> Any:
     for root in _roots(record):
         if root.get("artifacts"):
             return root["artifacts"]
+        if isinstance(root.get("output"), Mapping) and root["output"].get("dir"):
+            return root["output"]["dir"]
     return None
 
 
@@ -259,6 +266,8 @@ def metrics_table(before: Mapping[str, Any], after: Mapping[str, Any], title: st
             colour = "green" if good and diff != 0 else ("red" if diff != 0 else "")
             change = f"[{colour}]{diff:+.4f}[/]" if colour else f"{diff:+.4f}"
             table.add_row(label, _fmt(b), _fmt(a), change, rel)
+        elif b is None and key.startswith("agreement.") and isinstance(a, int | float):
+            table.add_row(label, "[dim]1 (ref)[/]", _fmt(a), f"{a - 1:+.4f}", f"{(a - 1) * 100:+.1f}%")
         else:
             table.add_row(label, _fmt(b) if b is not None else "-", _fmt(a) if a is not None else "-", "", "")
     return table
@@ -274,21 +283,23 @@ def print_results(console: Console, record: Mapping[str, Any]) -> None:
         title = f"keep_mass = {km}" if km is not None else "before / after the edit"
         console.print(metrics_table(res["before"], res["after"], title))
         if res["artifacts"]:
-            console.print(f"  artifacts: {format_artifacts(res['artifacts'])}")
-    art = job_artifacts(record)
-    if art:
-        console.print(f"[bold]edited model:[/] {format_artifacts(art)}")
+            where = format_artifacts(res["artifacts"])
+            console.print(f"[bold]edited model:[/] {where}", highlight=False, soft_wrap=True)
+            console.print("  (Hugging Face model directory + delta.safetensors + manifest.json)", style="dim")
+    if not any(r["artifacts"] for r in results):
+        art = job_artifacts(record)
+        if art:
+            console.print(f"[bold]edited model:[/] {format_artifacts(art)}", highlight=False, soft_wrap=True)
 
 
 def format_artifacts(art: Any) -> str:
+    """The artifact directory (a Hugging Face model directory plus delta and manifest)."""
     if isinstance(art, str):
         return art
     if isinstance(art, Mapping):
-        for key in ("model_dir", "model", "path", "dir", "output_dir"):
+        for key in ("dir", "model_dir", "model", "path", "output_dir"):
             if isinstance(art.get(key), str):
-                rest = {k: v for k, v in art.items() if k != key and isinstance(v, str)}
-                extra = "  " + "  ".join(f"{k}={v}" for k, v in rest.items()) if rest else ""
-                return f"{art[key]}{extra}"
+                return str(art[key])
         return json.dumps(art)
     if isinstance(art, list):
         return ", ".join(format_artifacts(a) for a in art)
