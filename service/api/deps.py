@@ -1,0 +1,81 @@
+"""Request dependencies as ``Annotated`` aliases: settings, the Redis client, the stores and the
+authenticated owner.
+
+Auth: ``Authorization: Bearer <key>`` checked against ``Settings.api_keys`` (``name:key,...``);
+the owner is the key's name, and every job and dataset is scoped to it. With no keys
+configured auth is off and every request is owner ``anonymous`` (``create_app`` logs a warning).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.config import Settings
+from service.errors import ApiError
+from service.store.datasets import DatasetStore
+from service.store.jobs import JobStore
+
+ANONYMOUS = "anonymous"
+
+_bearer = HTTPBearer(auto_error=False, description="API key from CURVEDIT_API_KEYS")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_redis(request: Request) -> redis.Redis:
+    return request.app.state.redis
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+
+
+def get_job_store(r: RedisDep) -> JobStore:
+    return JobStore(r)
+
+
+def get_dataset_store(r: RedisDep) -> DatasetStore:
+    return DatasetStore(r)
+
+
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
+
+
+def get_owner(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    table = settings.key_table()
+    if not table:
+        return ANONYMOUS
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="curvedit"'},
+        )
+    given = credentials.credentials.encode()
+    owner = None
+    for key, name in table.items():
+        if hmac.compare_digest(given, key.encode()):
+            owner = name
+    if owner is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="curvedit", error="invalid_token"'},
+        )
+    return owner
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]

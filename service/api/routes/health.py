@@ -1,0 +1,42 @@
+"""``/healthz`` (the process is up), ``/readyz`` (Redis reachable and at least one live worker on
+the queue; 503 with the reason otherwise) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import RedisDep, SettingsDep
+from service.errors import error_body
+from service.queue import live_workers
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: Redis reachable and at least one live worker")
+def readyz(r: RedisDep, settings: SettingsDep) -> Any:
+    try:
+        r.ping()
+        workers = live_workers(r, settings)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return JSONResponse(error_body("not_ready", f"Redis is unreachable: {exc}"), status_code=503)
+    if workers < 1:
+        return JSONResponse(
+            error_body("not_ready", f"no live worker is listening on queue {settings.queue_name!r}", workers=0),
+            status_code=503,
+        )
+    return {"status": "ready", "redis": "ok", "workers": workers, "queue": settings.queue_name}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

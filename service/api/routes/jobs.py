@@ -1,0 +1,216 @@
+"""``/v1/edit-jobs``: submit (with Idempotency-Key), read, list, cancel, and follow events
+(JSON list or Server-Sent Events)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
+
+from service.api.deps import DatasetStoreDep, JobStoreDep, OwnerDep, RedisDep, SettingsDep
+from service.errors import ApiError
+from service.queue import cancel_job, enqueue_job
+from service.schemas.common import ERROR_RESPONSES
+from service.schemas.jobs import EditJob, EditJobCreate, EditJobList, JobEvent, JobStatus
+from service.store import keys
+from service.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
+from service.validation import validate_submission
+
+router = APIRouter(prefix="/edit-jobs", tags=["edit-jobs"], responses=ERROR_RESPONSES)
+
+CURSOR_PATTERN = r"^job_[A-Za-z0-9_-]{1,80}$"
+_IDEMPOTENCY_WAIT_S = 5.0
+
+
+def _owned(store: JobStore, job_id: str, owner: str) -> dict[str, Any]:
+    rec = store.get(job_id)
+    if rec is None or rec["owner"] != owner:
+        raise ApiError(404, "not_found", f"no edit job {job_id!r}")
+    return rec
+
+
+def _canonical_sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EditJob,
+    responses={
+        200: {"model": EditJob, "description": "Idempotent replay: the job created earlier with this key"},
+        403: ERROR_RESPONSES[401] | {"description": "trust_remote_code not allowed here"},
+        413: {"description": "Body larger than CURVEDIT_MAX_BODY_BYTES"},
+    },
+    summary="Submit an edit job",
+)
+def create_edit_job(
+    body: EditJobCreate,
+    response: Response,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    r: RedisDep,
+    store: JobStoreDep,
+    datasets: DatasetStoreDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> dict[str, Any]:
+    """Validates the spec against the deployment (model, layers, projections, paths, datasets),
+    stores a ``queued`` job and enqueues it. ``Idempotency-Key``: the same key with the same body
+    returns the same job (200); with a different body, 422. Keys last ``CURVEDIT_IDEMPOTENCY_TTL_S``."""
+    body_sha = _canonical_sha(body.model_dump(mode="json"))
+    idem_key = None
+    if idempotency_key is not None:
+        idem_key = keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
+        replay = _idempotent_replay(r, store, idem_key, body_sha, owner)
+        if replay is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Location"] = f"/v1/edit-jobs/{replay['id']}"
+            response.headers["Idempotent-Replayed"] = "true"
+            return replay
+    job_id = new_job_id()
+    resolved = validate_submission(body, settings, owner, datasets, job_id)
+    if idem_key is not None:
+        claimed = r.set(
+            idem_key, json.dumps({"body_sha256": body_sha, "job_id": job_id}), nx=True, ex=settings.idempotency_ttl_s
+        )
+        if not claimed:  # a concurrent request with the same key won the race
+            replay = _idempotent_replay(r, store, idem_key, body_sha, owner)
+            if replay is not None:
+                response.status_code = status.HTTP_200_OK
+                response.headers["Location"] = f"/v1/edit-jobs/{replay['id']}"
+                return replay
+    rec = store.create(owner, resolved, job_id=job_id)
+    try:
+        enqueue_job(r, settings, job_id)
+    except Exception as exc:
+        store.fail(job_id, "enqueue_failed", f"could not enqueue the job: {exc}")
+        raise
+    response.headers["Location"] = f"/v1/edit-jobs/{job_id}"
+    return rec
+
+
+def _idempotent_replay(r: Any, store: JobStore, idem_key: str, body_sha: str, owner: str) -> dict[str, Any] | None:
+    raw = r.get(idem_key)
+    if raw is None:
+        return None
+    saved = json.loads(raw)
+    if saved["body_sha256"] != body_sha:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "Idempotency-Key was already used with a different request body",
+            field="Idempotency-Key",
+        )
+    deadline = time.monotonic() + _IDEMPOTENCY_WAIT_S
+    while True:  # the first request may still be storing its job
+        rec = store.get(saved["job_id"])
+        if rec is not None and rec["owner"] == owner:
+            return rec
+        if time.monotonic() > deadline:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress")
+        time.sleep(0.05)
+
+
+@router.get("", response_model=EditJobList, summary="List your edit jobs, newest first")
+def list_edit_jobs(
+    owner: OwnerDep,
+    store: JobStoreDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    items, next_cursor = store.list(owner, status=status_, cursor=cursor, limit=limit)
+    return {"data": items, "next_cursor": next_cursor}
+
+
+@router.get("/{job_id}", response_model=EditJob, summary="Status, progress, metrics and artifacts of a job")
+def get_edit_job(job_id: str, owner: OwnerDep, store: JobStoreDep) -> dict[str, Any]:
+    return _owned(store, job_id, owner)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=EditJob,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Cancel a job",
+)
+def cancel_edit_job(
+    job_id: str, owner: OwnerDep, store: JobStoreDep, r: RedisDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one stops at its next batch boundary
+    (``cancel_requested`` is true until then). Cancelling a finished job changes nothing."""
+    _owned(store, job_id, owner)
+    cancel_job(store, r, settings, job_id)
+    return _owned(store, job_id, owner)
+
+
+@router.get("/{job_id}/events", response_model=list[JobEvent], summary="The job's event log")
+def list_events(
+    job_id: str,
+    owner: OwnerDep,
+    store: JobStoreDep,
+    after: Annotated[int, Query(ge=0, description="Only events with seq > after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
+    _owned(store, job_id, owner)
+    return store.events(job_id, after_seq=after, limit=limit)
+
+
+@router.get(
+    "/{job_id}/events/stream",
+    summary="Follow the job as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+def stream_events(
+    job_id: str,
+    owner: OwnerDep,
+    store: JobStoreDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """``event: log`` (id = seq) for each event, ``event: job`` (the job record) whenever status,
+    stage or progress changes, and a final ``event: end`` with the job once it is terminal.
+    Reconnect with ``Last-Event-ID`` (or ``?after=``) to resume."""
+    _owned(store, job_id, owner)
+    start = last_event_id if last_event_id is not None else after
+    return StreamingResponse(
+        _sse(store, job_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse_message(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _sse(store: JobStore, job_id: str, after: int, block_ms: int = 1000) -> Iterator[str]:
+    yield "retry: 2000\n\n"
+    last = after
+    seen: tuple[Any, ...] | None = None
+    while True:
+        rec = store.get(job_id)
+        if rec is None:
+            yield _sse_message("end", {"id": job_id, "status": None})
+            return
+        for ev in store.events(job_id, after_seq=last):
+            last = ev["seq"]
+            yield _sse_message("log", ev, ev["seq"])
+        snapshot = (rec["status"], rec["stage"], json.dumps(rec["progress"], sort_keys=True))
+        if snapshot != seen:
+            seen = snapshot
+            yield _sse_message("job", rec)
+        # events are appended in the same transaction as the status change, so once the record is
+        # terminal and every event up to last_event_seq was sent, nothing more can follow.
+        if rec["status"] in TERMINAL_STATUSES and last >= rec["last_event_seq"]:
+            yield _sse_message("end", rec)
+            return
+        if rec["status"] not in TERMINAL_STATUSES:
+            store.wait_events(job_id, last, block_ms=block_ms)

@@ -1,0 +1,85 @@
+"""The FastAPI gateway: ``create_app(settings)`` builds the app; the lifespan opens the Redis
+connection pool. Run with ``uvicorn service.main:app`` (settings from ``CURVEDIT_*``).
+
+The gateway validates, authenticates, stores job records and streams progress; it never
+imports torch (tests assert it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+from fastapi import APIRouter, FastAPI
+
+from service.api.routes import datasets, factors, health, jobs
+from service.config import Settings, get_settings
+from service.errors import install_error_handlers
+from service.metrics import build_registry
+from service.middleware import BodyLimitMiddleware, RequestCounterMiddleware
+
+log = logging.getLogger("curvedit.gateway")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def open_redis(settings: Settings) -> redis.Redis:
+    """A client over a connection pool; bytes responses (RQ's JSON serializer needs them)."""
+    url = settings.redis_url or DEFAULT_REDIS_URL
+    pool = redis.ConnectionPool.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30, max_connections=64
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.key_table():
+        log.warning("CURVEDIT_API_KEYS is empty: authentication is DISABLED (every request is 'anonymous')")
+    if not settings.redis_url:
+        log.warning("CURVEDIT_REDIS_URL is not set; using %s", DEFAULT_REDIS_URL)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = open_redis(settings)
+        try:
+            yield
+        finally:
+            app.state.redis.close()
+            app.state.redis.connection_pool.disconnect()
+            app.state.redis = None
+
+    app = FastAPI(
+        title="curvedit",
+        version="0.1.0",
+        description="Removes memorized data from transformer language models by editing their weights "
+        "along the loss-curvature (K-FAC) spectrum. Errors: {error: {code, message, field}}.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = None
+    registry, request_counter = build_registry(lambda: app.state.redis, settings)
+    app.state.metrics_registry = registry
+    install_error_handlers(app)
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(jobs.router)
+    v1.include_router(datasets.router)
+    v1.include_router(factors.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
+    app.add_middleware(RequestCounterMiddleware, counter=request_counter)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``service.main:app`` for uvicorn, built on first access from the environment."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,122 @@
+"""ASGI middleware: request body size limits (413 before the body is parsed) and the request
+counter for ``/metrics``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import Counter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import Settings
+from service.errors import error_body
+
+_MULTIPART_SLACK = 64 << 10
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once the streamed body passes the limit; an HTTPException so that
+    FastAPI's body parsing re-raises it and the standard error handler answers 413."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        super().__init__(413, _message(limit, name))
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_body_bytes`` (``max_upload_bytes`` plus multipart overhead on
+    ``/v1/datasets``), whether announced by Content-Length or discovered while streaming."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        if path.startswith("/v1/datasets"):
+            return self.settings.max_upload_bytes + _MULTIPART_SLACK, "max_upload_bytes"
+        return self.settings.max_body_bytes, "max_body_bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, name = self._limit(scope.get("path", ""))
+        shown = self.settings.max_upload_bytes if name == "max_upload_bytes" else limit
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_413(send, shown, name)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge(shown, name)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_413(send, shown, name)
+
+
+def _message(limit: int, name: str) -> str:
+    return f"request body is larger than the limit of {limit} bytes ({name}, CURVEDIT_{name.upper()})"
+
+
+async def _send_413(send: Send, limit: int, name: str) -> None:
+    body = json.dumps(
+        error_body(
+            "payload_too_large",
+            _message(limit, name),
+            "file" if name == "max_upload_bytes" else None,
+            limit_bytes=limit,
+        )
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestCounterMiddleware:
+    """Counts requests by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: dict[str, Any] = {"code": 500}
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.counter.labels(scope.get("method", ""), template, str(status["code"])).inc()

@@ -1,0 +1,1 @@
+"""Request and response models of the HTTP API (the job spec itself is ``service.spec``)."""

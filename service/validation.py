@@ -1,0 +1,173 @@
+"""Checks a job spec against the deployment before it is queued, so bad input is a 4xx naming
+the field instead of a failed job later: remote code, model location and contents (layers,
+projections, module names — read without torch by ``service.model_inspect``), data files and
+dataset ids (existence, ownership), and the output directory. Returns the *resolved* spec that
+is stored in the job record (``output.path`` defaulted to the job id).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings
+from service.errors import ApiError
+from service.model_inspect import ModelInfo, ModelInspectError, inspect_model
+from service.paths import PathOutsideRoot, resolve_under
+from service.spec import EditJobSpec, PairSource, TextSource
+from service.store.datasets import DatasetStore
+
+DATA_SUFFIXES = (".txt", ".jsonl")
+
+
+def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(422, code, f"{field}: {message}", field=field)
+
+
+def _under(root: Path, rel: str, field: str) -> Path:
+    try:
+        return resolve_under(root, rel, field)
+    except PathOutsideRoot as exc:
+        raise _invalid(exc.field, exc.message, "path_outside_root") from exc
+
+
+def resolve_model_dir(spec: EditJobSpec, settings: Settings) -> tuple[Path, str]:
+    """The model directory and the spec field it came from (``model.path`` / ``model.hub_id``)."""
+    if spec.model.path is not None:
+        return _under(settings.model_root, spec.model.path, "model.path"), "model.path"
+    from huggingface_hub import snapshot_download  # no torch; only the local cache is consulted
+
+    try:
+        got = snapshot_download(spec.model.hub_id or "", revision=spec.model.revision, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
+        raise _invalid(
+            "model.hub_id",
+            f"{spec.model.hub_id!r}@{spec.model.revision} is not in the local Hugging Face cache "
+            f"({type(exc).__name__}); download it on this machine first or use model.path",
+            "model_not_found",
+        ) from exc
+    return Path(str(got)), "model.hub_id"
+
+
+def check_model(spec: EditJobSpec, settings: Settings) -> ModelInfo:
+    if spec.model.trust_remote_code and not settings.allow_remote_code:
+        raise ApiError(
+            403,
+            "remote_code_disabled",
+            "model.trust_remote_code is true but this deployment does not allow remote code; "
+            "set CURVEDIT_ALLOW_REMOTE_CODE=true on the gateway and workers, or drop the flag",
+            field="model.trust_remote_code",
+        )
+    model_dir, field = resolve_model_dir(spec, settings)
+    shown = spec.model.path if field == "model.path" else spec.model.hub_id
+    if not model_dir.is_dir():
+        raise _invalid(field, f"no model directory at {shown!r} (under {settings.model_root})", "model_not_found")
+    if not (model_dir / "config.json").is_file():
+        raise _invalid(
+            field, f"no config.json at {shown!r}; is this a Hugging Face model directory?", "model_not_found"
+        )
+    try:
+        info = inspect_model(model_dir)
+    except ModelInspectError as exc:
+        raise _invalid(field, f"cannot read the model at {shown!r}: {exc}", "model_unreadable") from exc
+    _check_targets(spec, info)
+    return info
+
+
+def _check_layer(layer: int, info: ModelInfo, field: str) -> int:
+    n = info.num_layers
+    if not -n <= layer < n:
+        raise _invalid(
+            field,
+            f"layer {layer} does not exist: the {info.model_type} model has {n} layers "
+            f"(0..{n - 1}, or -{n}..-1 from the end)",
+            "unknown_layer",
+        )
+    return layer % n
+
+
+def _check_targets(spec: EditJobSpec, info: ModelInfo) -> None:
+    edit = spec.edit
+    available = info.roles_available()
+    if edit.modules is not None:
+        for i, pattern in enumerate(edit.modules):
+            if not info.match_modules(pattern):
+                examples = ", ".join(m for per in list(info.roles.values())[:1] for m in per.values())
+                raise _invalid(
+                    f"edit.modules[{i}]",
+                    f"{pattern!r} matches no module of the model; MLP modules look like: {examples}",
+                    "unknown_module",
+                )
+    else:
+        layers = (
+            [_check_layer(x, info, f"edit.layers[{i}]") for i, x in enumerate(edit.layers)]
+            if edit.layers is not None
+            else list(range(info.num_layers))
+        )
+        for i, role in enumerate(edit.projections):
+            if role not in available:
+                raise _invalid(
+                    f"edit.projections[{i}]",
+                    f"projection {role!r} does not exist in this {info.model_type} model; "
+                    f"it has: {', '.join(available) or 'none found'}",
+                    "unknown_projection",
+                )
+            missing = [x for x in layers if role not in info.roles.get(x, {})]
+            if missing:
+                raise _invalid(
+                    f"edit.projections[{i}]",
+                    f"projection {role!r} is missing in layers {missing}",
+                    "unknown_projection",
+                )
+    for i, ov in enumerate(edit.overrides):
+        if ov.layer is not None:
+            _check_layer(ov.layer, info, f"edit.overrides[{i}].layer")
+        if ov.projection is not None and ov.projection not in available:
+            raise _invalid(
+                f"edit.overrides[{i}].projection",
+                f"projection {ov.projection!r} does not exist in this model; it has: {', '.join(available)}",
+                "unknown_projection",
+            )
+
+
+def _check_source(
+    src: TextSource | PairSource | None, prefix: str, settings: Settings, datasets: DatasetStore, owner: str
+) -> None:
+    if src is None:
+        return
+    if src.dataset_id is not None:
+        rec = datasets.get(src.dataset_id)
+        if rec is None or rec.get("owner") != owner:
+            raise _invalid(
+                f"{prefix}.dataset_id",
+                f"no dataset {src.dataset_id!r} (upload one with POST /v1/datasets)",
+                "unknown_dataset",
+            )
+    if src.path is not None:
+        field = f"{prefix}.path"
+        p = _under(settings.data_root, src.path, field)
+        if not p.is_file():
+            raise _invalid(field, f"no file {src.path!r} under the data root {settings.data_root}", "file_not_found")
+        if p.suffix.lower() not in DATA_SUFFIXES:
+            raise _invalid(field, f"{src.path!r} must be a .txt or .jsonl file", "unsupported_file")
+
+
+def validate_submission(
+    spec: EditJobSpec, settings: Settings, owner: str, datasets: DatasetStore, job_id: str
+) -> dict[str, Any]:
+    """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict."""
+    check_model(spec, settings)
+    _check_source(spec.calibration, "calibration", settings, datasets, owner)
+    ev = spec.evaluation
+    if ev is not None:
+        _check_source(ev.recitation, "evaluation.recitation", settings, datasets, owner)
+        _check_source(ev.perplexity, "evaluation.perplexity", settings, datasets, owner)
+        if ev.agreement is not None:
+            _check_source(ev.agreement.source, "evaluation.agreement.source", settings, datasets, owner)
+    resolved = spec.model_dump(mode="json")
+    out_rel = spec.output.path or job_id
+    out_dir = _under(settings.output_root, out_rel, "output.path")
+    if out_dir.exists():
+        raise _invalid("output.path", f"{out_rel!r} already exists under the output root", "output_exists")
+    resolved["output"]["path"] = out_rel
+    return resolved
