@@ -1,0 +1,80 @@
+"""Dead-worker handling: a job abandoned by a dead process is retried or failed, never left running.
+
+A record in ``running`` whose lease (``workers.lease``) has expired belongs to a process that
+died (``kill -9``, OOM killer, lost machine). ``recover_job`` moves it back to ``queued`` and
+enqueues a fresh RQ job (RQ id ``<job id>-attempt-<n>``, so the dead execution's RQ bookkeeping
+cannot touch the retry) while ``attempts < settings.job_max_attempts``; after that the job
+fails with ``error.code = "worker_lost"``. The worker runs ``reap_lost_jobs`` at start-up and
+periodically, and ``recover_job`` at once when its work horse dies. No torch here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rq.job import Job
+
+from service.config import Settings
+from service.queue import JOB_FUNCTION, get_queue
+from service.store import keys
+from service.store.jobs import RUNNING, JobStore
+from workers.lease import lease_holder, lease_key
+
+log = logging.getLogger(__name__)
+
+
+def retry_rq_id(job_id: str, attempt: int) -> str:
+    return f"{job_id}-attempt-{attempt}"
+
+
+def record_id_of(rq_job: Job) -> str | None:
+    """The job-record id an RQ job runs (its single argument)."""
+    try:
+        args = rq_job.args
+    except Exception:  # noqa: BLE001 - undecodable job data
+        return None
+    return str(args[0]) if args else None
+
+
+def recover_job(client: Any, settings: Settings, job_id: str, reason: str) -> str | None:
+    """Retry or fail one abandoned ``running`` job; returns ``"requeued"``, ``"failed"`` or None
+    (the job was not running: nothing to do)."""
+    store = JobStore(client)
+    rec = store.get(job_id)
+    if rec is None or rec["status"] != RUNNING:
+        return None
+    client.delete(lease_key(job_id))
+    attempts = int(rec["attempts"] or 0)
+    if attempts < settings.job_max_attempts:
+        if not store.requeue(job_id, reason):
+            return None
+        get_queue(client, settings).enqueue_call(
+            JOB_FUNCTION,
+            args=(job_id,),
+            job_id=retry_rq_id(job_id, attempts + 1),
+            timeout=settings.job_timeout_s,
+            failure_ttl=settings.failure_ttl_s,
+            result_ttl=settings.failure_ttl_s,
+            description=f"curvedit edit job {job_id} (retry {attempts + 1})",
+        )
+        log.warning("job %s requeued (attempt %d of %d): %s", job_id, attempts + 1, settings.job_max_attempts, reason)
+        return "requeued"
+    message = f"{reason}; gave up after {attempts} attempt(s) (CURVEDIT_JOB_MAX_ATTEMPTS={settings.job_max_attempts})"
+    if store.fail(job_id, "worker_lost", message):
+        log.warning("job %s failed: %s", job_id, message)
+        return "failed"
+    return None
+
+
+def reap_lost_jobs(client: Any, settings: Settings) -> dict[str, str]:
+    """Recover every ``running`` job whose lease has expired; returns ``{job id: outcome}``."""
+    outcomes: dict[str, str] = {}
+    for raw in client.zrange(keys.jobs_status(RUNNING), 0, -1):
+        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if lease_holder(client, job_id) is not None:
+            continue
+        outcome = recover_job(client, settings, job_id, "the worker running this job stopped (no heartbeat)")
+        if outcome:
+            outcomes[job_id] = outcome
+    return outcomes

@@ -1,0 +1,100 @@
+"""The RQ job function: ``run_edit_job(job_id)`` — a thin shell around ``run_pipeline``.
+
+Its only argument is the job-record id (JSON-serialisable); the spec, progress and result live
+in the record (``service.store.jobs``). Runs inside a freshly spawned work horse, so this is
+where torch is first imported. Outcomes map onto the record: success -> ``succeeded``;
+``JobCancelled`` -> ``cancelled``; ``PipelineError`` -> ``failed`` with its code; a timeout ->
+``failed``/``timeout``; anything else -> ``failed``/``internal`` plus a traceback event.
+Starting is idempotent: a terminal record, or one whose lease another live process holds, is
+left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from service.config import Settings, get_settings
+from service.spec import EditJobSpec
+from service.store.jobs import TERMINAL_STATUSES, JobStore
+from service.store.reporter import RedisReporter
+from workers.lease import JobLease, lease_ttl_s
+
+log = logging.getLogger(__name__)
+
+
+def _worker_name() -> str:
+    return os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_edit_job(job_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Run one edit job to a terminal state; returns a small summary (RQ stores it)."""
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("run_edit_job needs CURVEDIT_REDIS_URL")
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return _run(client, settings, job_id)
+    finally:
+        client.close()
+
+
+def _run(client: redis.Redis, settings: Settings, job_id: str) -> dict[str, Any]:
+    store = JobStore(client)
+    rec = store.get(job_id)
+    if rec is None:
+        log.warning("job %s has no record; nothing to do", job_id)
+        return {"job_id": job_id, "status": None, "skipped": True}
+    if rec["status"] in TERMINAL_STATUSES:
+        return {"job_id": job_id, "status": rec["status"], "skipped": True}
+    worker = _worker_name()
+    with JobLease(client, job_id, worker, lease_ttl_s(settings.worker_heartbeat_s)) as lease:
+        if not lease.acquired:
+            log.warning("job %s is held by another live worker; not running it twice", job_id)
+            return {"job_id": job_id, "status": store.status(job_id), "skipped": True}
+        if rec["cancel_requested"]:
+            store.mark_cancelled(job_id)
+            return {"job_id": job_id, "status": store.status(job_id)}
+        if not store.mark_running(job_id, worker):
+            return {"job_id": job_id, "status": store.status(job_id), "skipped": True}
+        _execute(client, store, settings, job_id, rec["spec"])
+    return {"job_id": job_id, "status": store.status(job_id)}
+
+
+def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: str, raw_spec: Any) -> None:
+    # torch is imported here, in the work horse, never in the worker's parent process.
+    from rq.timeouts import JobTimeoutException
+
+    from workers.cache import open_factor_cache
+    from workers.pipeline.errors import PipelineError
+    from workers.pipeline.reporting import JobCancelled
+    from workers.pipeline.run import run_pipeline
+
+    try:
+        spec = EditJobSpec.model_validate(raw_spec)
+    except ValidationError as exc:
+        store.fail(job_id, "invalid_spec", f"stored spec does not validate: {exc}")
+        return
+    reporter = RedisReporter(store, job_id)
+    try:
+        cache = open_factor_cache(settings, client)
+        result = run_pipeline(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache)
+    except JobCancelled as exc:
+        store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
+        store.mark_cancelled(job_id)
+    except PipelineError as exc:
+        store.fail(job_id, exc.code, exc.message)
+    except JobTimeoutException as exc:
+        store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s: {exc}")
+    except Exception as exc:  # noqa: BLE001 - every failure must end the record, with its traceback
+        tb = {"kind": "traceback", "traceback": traceback.format_exc()}
+        store.append_event(job_id, "error", f"unexpected {type(exc).__name__}", tb)
+        store.fail(job_id, "internal", f"{type(exc).__name__}: {exc}")
+    else:
+        store.succeed(job_id, result)

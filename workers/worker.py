@@ -1,0 +1,57 @@
+"""``CurveditWorker``: RQ's ``SpawnWorker`` (each job runs in a freshly spawned interpreter, so no
+CUDA state is ever forked) plus dead-worker recovery.
+
+- every maintenance pass (at start-up, then every ``settings.worker_heartbeat_s`` while idle)
+  runs ``reap_lost_jobs``: ``running`` records whose lease expired are retried or failed;
+- when a work horse dies under this worker (``kill -9``, OOM killer), its job is recovered at
+  once instead of waiting for the lease to expire.
+
+Lives in its own module (not ``__main__``) because ``SpawnWorker`` pickles the worker class
+for the horse.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rq.worker import SpawnWorker
+
+from service.config import Settings, get_settings
+from workers.reaper import reap_lost_jobs, record_id_of, recover_job
+
+log = logging.getLogger(__name__)
+
+
+class CurveditWorker(SpawnWorker):
+    """Spawn-based RQ worker that never leaves a job of a dead horse ``running``."""
+
+    curvedit_settings: Settings | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("work_horse_killed_handler", self._on_horse_killed)
+        super().__init__(*args, **kwargs)
+
+    def _settings(self) -> Settings:
+        return self.curvedit_settings or get_settings()
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        try:
+            outcomes = reap_lost_jobs(self.connection, self._settings())
+            if outcomes:
+                self.log.warning("recovered abandoned jobs: %s", outcomes)
+        except Exception:  # noqa: BLE001 - maintenance must never kill the worker
+            self.log.exception("reaping lost jobs failed")
+
+    def _on_horse_killed(self, job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
+        import os
+
+        job_id = record_id_of(job)
+        if not job_id:
+            return
+        how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
+        try:
+            recover_job(self.connection, self._settings(), job_id, f"the work horse died ({how})")
+        except Exception:  # noqa: BLE001
+            self.log.exception("recovering job %s after its horse died failed", job_id)
