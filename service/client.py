@@ -181,7 +181,7 @@ class CurveditClient:
         return self._json("GET", f"/v1/edit-jobs/{job_id}")
 
     def list(self, status: str | None = None, cursor: str | None = None, limit: int | None = None) -> dict:
-        """One page: ``{"items": [...], "next_cursor": ...}`` (as the gateway sends it)."""
+        """One page, newest first: ``{"data": [job, ...], "next_cursor": str | None}``."""
         params = {k: v for k, v in {"status": status, "cursor": cursor, "limit": limit}.items() if v}
         return self._json("GET", "/v1/edit-jobs", params=params)
 
@@ -198,22 +198,24 @@ class CurveditClient:
     def cancel(self, job_id: str) -> JobRecord:
         return self._json("POST", f"/v1/edit-jobs/{job_id}/cancel")
 
-    def events(self, job_id: str, after: int | str | None = None) -> list[dict[str, Any]]:
+    def events(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
+        """The event log (``seq``, ``time``, ``level``, ``message``, ``data``), oldest first."""
         params = {"after": after} if after is not None else None
         body = self._json("GET", f"/v1/edit-jobs/{job_id}/events", params=params)
         return page_items(body)
 
-    def stream_events(self, job_id: str, after: int | str | None = None) -> Iterator[dict[str, Any]]:
-        """Follow ``/events`` as Server-Sent Events until the server closes the stream."""
+    def stream_events(self, job_id: str, after: int | None = None) -> Iterator[dict[str, Any]]:
+        """Follow ``/events/stream`` (Server-Sent Events) until the server ends it. Yields
+        ``{"event", "id", "data"}``: ``log`` (data: one event), ``job`` (data: the job record after a
+        status/stage/progress change) and a final ``end`` (data: the terminal job record)."""
         headers = {"Accept": "text/event-stream"}
         if after is not None:
             headers["Last-Event-ID"] = str(after)
         try:
             with self._http.stream(
                 "GET",
-                f"/v1/edit-jobs/{job_id}/events",
+                f"/v1/edit-jobs/{job_id}/events/stream",
                 headers=headers,
-                params={"stream": "true"},
                 timeout=httpx.Timeout(30.0, read=None),
             ) as response:
                 if response.status_code >= 400:
@@ -243,15 +245,23 @@ class CurveditClient:
             time.sleep(poll)
 
     # --- datasets -------------------------------------------------------------------------
-    def upload_dataset(self, data: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
-        """POST /v1/datasets (multipart ``file``); ``data`` is a path or the raw bytes."""
+    def upload_dataset(
+        self, data: str | Path | bytes, name: str | None = None, kind: str | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/datasets as multipart (``file`` part); ``data`` is a path or the raw bytes.
+        ``kind`` ('text' | 'jsonl') defaults to what the gateway guesses from the file name."""
         if isinstance(data, bytes):
             filename, content = name or "dataset.txt", data
         else:
             path = Path(data)
-            filename, content = name or path.name, path.read_bytes()
+            filename, content = path.name, path.read_bytes()
+        form = {k: v for k, v in {"name": name, "kind": kind}.items() if v}
         files = {"file": (filename, content, "application/octet-stream")}
-        return self._json("POST", "/v1/datasets", files=files, data={"name": filename})
+        return self._json("POST", "/v1/datasets", files=files, data=form)
+
+    def list_datasets(self, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v}
+        return self._json("GET", "/v1/datasets", params=params)
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
@@ -261,6 +271,7 @@ class CurveditClient:
 
     # --- factor cache -----------------------------------------------------------------------
     def factors(self) -> list[dict[str, Any]]:
+        """Cached factor entries (``key``, ``bytes``, ``module``, ``kind``, ...)."""
         return page_items(self._json("GET", "/v1/factors"))
 
     def delete_factor(self, key: str) -> None:
@@ -288,7 +299,7 @@ def page_items(body: Any) -> list[dict[str, Any]]:
     if isinstance(body, list):
         return body
     if isinstance(body, dict):
-        for key in ("items", "jobs", "events", "factors", "entries", "data"):
+        for key in ("data", "items"):
             if isinstance(body.get(key), list):
                 return body[key]
     return []

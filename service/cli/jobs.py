@@ -11,7 +11,7 @@ import typer
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, console, fail, fail_api, state
 from service.cli.render import JobProgress, items_table, job_table, print_results
 from service.cli.specs import build_spec
-from service.client import TERMINAL, CurveditAPIError, CurveditClient
+from service.client import CurveditAPIError, CurveditClient
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -132,14 +132,11 @@ def wait(
 def _event_line(event: dict[str, Any]) -> str:
     level = str(event.get("level", "info"))
     colour = {"error": "red", "warning": "yellow", "debug": "dim"}.get(level, "cyan")
-    ts = event.get("ts") or event.get("time") or event.get("timestamp") or ""
-    if isinstance(ts, int | float):
-        import time
-
-        ts = time.strftime("%H:%M:%S", time.localtime(ts))
+    ts = str(event.get("time") or "")
+    ts = ts[11:23] if len(ts) >= 23 and ts[10] == "T" else ts  # ISO -> HH:MM:SS.mmm
     stage = f"[{event['stage']}] " if event.get("stage") else ""
-    data = event.get("data")
-    extra = f"  {json.dumps(data)}" if data else ""
+    data = {k: v for k, v in (event.get("data") or {}).items() if k != "kind"}
+    extra = f"  {json.dumps(data)[:160]}" if data else ""
     return f"{ts} [{colour}]{level:<7}[/] {stage}{event.get('message', '')}{extra}"
 
 
@@ -147,10 +144,10 @@ def events(
     ctx: typer.Context,
     job_id: str = typer.Argument(..., help="Job id."),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Stream new events (SSE) until the job ends."),
-    after: int | None = typer.Option(None, help="Only events after this sequence number."),
+    after: int | None = typer.Option(None, help="Only events after this sequence number.", min=0),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
-    """List a job's event log, or follow it live with --follow."""
+    """List a job's event log, or follow it live with --follow (exit code from the outcome)."""
 
     def show(event: dict[str, Any]) -> None:
         if as_json:
@@ -166,14 +163,14 @@ def events(
                 return
             for message in client.stream_events(job_id, after=after):
                 data = message.get("data")
-                if isinstance(data, dict) and message.get("event") in ("message", "event", None):
+                kind = message.get("event")
+                if kind == "log" and isinstance(data, dict):
                     show(data)
-                elif isinstance(data, dict) and message.get("event") in ("status", "end", "done"):
-                    if data.get("status") in TERMINAL:
-                        console.print(f"job {job_id} {data.get('status')}")
-                        return
-                elif message.get("event") in ("end", "done", "close"):
-                    return
+                elif kind == "end":
+                    final = data if isinstance(data, dict) else {}
+                    if not as_json:
+                        console.print(f"job {job_id} {final.get('status', 'ended')}")
+                    raise typer.Exit(exit_code_for(final) if final else 0)
         except CurveditAPIError as exc:
             fail_api(exc)
 
