@@ -1,6 +1,11 @@
-"""Receiving dataset uploads: stream to a temporary file beside the destination while counting
-and hashing (sha256), enforce the size limit, validate the content for its kind, then rename
-into place (atomic: a reader sees the whole file or none).
+"""Receiving dataset uploads: stream into a temporary directory beside the destination while
+counting and hashing (sha256), enforce the size limit, validate the content for its kind, write
+``meta.json``, then rename the directory into place (atomic: a reader sees all or nothing).
+
+Layout read by the worker (``workers/pipeline/sources.py``)::
+
+    <dataset_dir>/<dataset_id>/data        the uploaded bytes
+    <dataset_dir>/<dataset_id>/meta.json   {"format": "txt"|"jsonl", "kind", "sha256", "bytes", ...}
 
 Kinds: ``text`` — UTF-8 text, documents separated by blank lines; ``jsonl`` — one JSON object
 per line with a string ``text`` field, or ``prefix`` and ``suffix`` fields (a recitation set).
@@ -12,14 +17,16 @@ import codecs
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from service.errors import ApiError
 
-SUFFIX = {"text": ".txt", "jsonl": ".jsonl"}
+FORMAT = {"text": "txt", "jsonl": "jsonl"}
 
 
 @dataclass
@@ -42,13 +49,14 @@ def too_large(limit: int) -> ApiError:
 
 
 async def receive(chunks: AsyncIterator[bytes], directory: Path, limit: int) -> Received:
-    """Write ``chunks`` to a temporary file in ``directory``; 413 past ``limit`` bytes."""
+    """Write ``chunks`` to ``data`` in a temporary directory in ``directory``; 413 past ``limit``."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=directory)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".upload-", dir=directory))
+    name = tmp_dir / "data"
     digest = hashlib.sha256()
     size = 0
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with name.open("wb") as fh:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
@@ -56,9 +64,18 @@ async def receive(chunks: AsyncIterator[bytes], directory: Path, limit: int) -> 
                 digest.update(chunk)
                 fh.write(chunk)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        discard(tmp_dir)
         raise
-    return Received(Path(name), size, digest.hexdigest())
+    return Received(name, size, digest.hexdigest())
+
+
+def discard(path: Path) -> None:
+    """Remove a (temporary or deleted) dataset directory; renamed away first so it vanishes at once."""
+    if not path.exists():
+        return
+    doomed = path.with_name(f".deleting-{path.name}-{os.urandom(4).hex()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def validate(received: Received, kind: str) -> None:
@@ -113,9 +130,12 @@ def validate(received: Received, kind: str) -> None:
     received.fields = sorted(common or set())
 
 
-def finalize(received: Received, directory: Path, dataset_id: str, kind: str) -> str:
-    """Rename the temporary file to ``<id><suffix>``; returns that file name."""
-    filename = f"{dataset_id}{SUFFIX[kind]}"
-    os.chmod(received.tmp_path, 0o644)
-    os.replace(received.tmp_path, directory / filename)
-    return filename
+def finalize(received: Received, directory: Path, dataset_id: str, kind: str, meta: dict[str, Any]) -> Path:
+    """Write ``meta.json`` and rename the temporary directory to ``<dataset_id>``; returns it."""
+    tmp_dir = received.tmp_path.parent
+    info = {"format": FORMAT[kind], "kind": kind, "sha256": received.sha256, "bytes": received.size, **meta}
+    (tmp_dir / "meta.json").write_text(json.dumps(info, indent=2))
+    os.chmod(tmp_dir, 0o755)
+    final = directory / dataset_id
+    os.rename(tmp_dir, final)
+    return final

@@ -1,10 +1,10 @@
 """Metadata of uploaded datasets in Redis; the bytes live in files under ``Settings.dataset_dir``.
 
-* ``curvedit:dataset:<id>`` — string, JSON ``{id, owner, name, kind, bytes, sha256, filename,
-  created_at}``; ``filename`` is relative to ``dataset_dir`` (``<id>.txt`` / ``<id>.jsonl``).
+* ``curvedit:dataset:<id>`` — string, JSON ``{id, owner, name, kind, bytes, sha256, records,
+  fields, created_at}``; the bytes are in ``<dataset_dir>/<id>/data`` (``meta.json`` beside).
 * ``curvedit:datasets:owner:<owner>`` — sorted set (scores 0) of the owner's ids, newest last.
 
-Workers resolve a spec's ``dataset_id`` with ``DatasetStore.get`` + ``dataset_path``.
+Workers read ``<dataset_dir>/<id>/data`` directly (``workers/pipeline/sources.py``).
 No TTL on either.
 """
 
@@ -27,8 +27,9 @@ def new_dataset_id() -> str:
     return f"ds_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
-def dataset_path(dataset_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
-    return Path(dataset_dir) / str(record["filename"])
+def dataset_dir_of(dataset_dir: str | os.PathLike[str], dataset_id: str) -> Path:
+    """The directory holding ``data`` and ``meta.json`` of one dataset."""
+    return Path(dataset_dir) / dataset_id
 
 
 class DatasetStore:
@@ -44,7 +45,6 @@ class DatasetStore:
         kind: str,
         size: int,
         sha256: str,
-        filename: str,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         rec = {
@@ -54,7 +54,6 @@ class DatasetStore:
             "kind": kind,
             "bytes": size,
             "sha256": sha256,
-            "filename": filename,
             "created_at": utcnow(),
             **(extra or {}),
         }

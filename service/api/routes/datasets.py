@@ -17,8 +17,8 @@ from service.api.deps import DatasetStoreDep, OwnerDep, SettingsDep
 from service.errors import ApiError
 from service.schemas.common import ERROR_RESPONSES
 from service.schemas.datasets import Dataset, DatasetKind, DatasetList
-from service.store.datasets import dataset_path, new_dataset_id
-from service.uploads import finalize, receive, too_large, validate
+from service.store.datasets import dataset_dir_of, new_dataset_id
+from service.uploads import discard, finalize, receive, too_large, validate
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 
@@ -113,21 +113,21 @@ async def upload_dataset(
     else:
         kind = kind or _guess_kind(name, content_type)
         received = await receive(request.stream(), directory, limit)
+    dataset_id = new_dataset_id()
+    name = (name or dataset_id)[:200]
     try:
         validate(received, kind)
-        dataset_id = new_dataset_id()
-        filename = finalize(received, directory, dataset_id, kind)
+        finalize(received, directory, dataset_id, kind, {"id": dataset_id, "owner": owner, "name": name})
     except BaseException:
-        received.tmp_path.unlink(missing_ok=True)
+        discard(received.tmp_path.parent)
         raise
     rec = store.create(
         owner,
         dataset_id=dataset_id,
-        name=(name or dataset_id)[:200],
+        name=name,
         kind=kind,
         size=received.size,
         sha256=received.sha256,
-        filename=filename,
         extra={"records": received.records, "fields": received.fields},
     )
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
@@ -153,7 +153,6 @@ def get_dataset(dataset_id: str, owner: OwnerDep, store: DatasetStoreDep) -> dic
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset")
 def delete_dataset(dataset_id: str, owner: OwnerDep, settings: SettingsDep, store: DatasetStoreDep) -> Response:
     _owned(store, dataset_id, owner)
-    rec = store.delete(dataset_id)
-    if rec is not None:
-        dataset_path(settings.dataset_dir, rec).unlink(missing_ok=True)
+    if store.delete(dataset_id) is not None:
+        discard(dataset_dir_of(settings.dataset_dir, dataset_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
