@@ -70,8 +70,8 @@ def test_unchanged_model_scores_one(tiny):
 
 def _packed_lengths(tok, texts, seq_len):
     stream: list[int] = []
-    for i, t in enumerate(texts):
-        stream += ([tok.eos_token_id] if i else []) + tok(t, add_special_tokens=False).input_ids
+    for t in texts:
+        stream += tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id]
     return [stream[s : s + seq_len] for s in range(0, len(stream), seq_len)]
 
 

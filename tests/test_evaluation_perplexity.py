@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from tests.tiny_models import build_model, build_tokenizer
-from workers.evaluation.packing import pack_texts
 from workers.evaluation.perplexity import evaluate_perplexity, perplexity_of_sequences
 
 TEXTS = [
@@ -48,13 +47,11 @@ def test_matches_token_weighted_mean_of_hf_losses():
     seq_len = 16
     report = evaluate_perplexity(model, tok, TEXTS, seq_len=seq_len, max_tokens=10_000, batch_size=3)
 
-    # Independent oracle: build the EOS-joined stream by hand, cut it, and weight each sequence's HF mean
-    # loss (labels=input_ids) by its number of predicted tokens.
+    # Independent oracle: build the calibration-style stream by hand (EOS after each document), cut it,
+    # and weight each sequence's HF mean loss (labels=input_ids) by its number of predicted tokens.
     stream: list[int] = []
-    for i, text in enumerate(TEXTS):
-        if i:
-            stream.append(tok.eos_token_id)
-        stream += tok(text, add_special_tokens=False).input_ids
+    for text in TEXTS:
+        stream += tok(text, add_special_tokens=False).input_ids + [tok.eos_token_id]
     pieces = [stream[s : s + seq_len] for s in range(0, len(stream), seq_len)]
     pieces = [p for p in pieces if len(p) >= 2]
     assert len(pieces[-1]) < seq_len  # the check covers a short final sequence (padding path)
@@ -72,11 +69,9 @@ def test_matches_token_weighted_mean_of_hf_losses():
     assert report.sequences > 1
 
 
-def test_max_tokens_budget_and_packing():
+def test_max_tokens_budget_is_respected():
     tok = build_tokenizer()
-    docs = ["a b", "c", "d e f g"]
-    ids = [tok(d, add_special_tokens=False).input_ids for d in docs]
-    stream = ids[0] + [tok.eos_token_id] + ids[1] + [tok.eos_token_id] + ids[2]
-    seqs = pack_texts(tok, docs, seq_len=4, max_tokens=9)
-    assert seqs == [stream[0:4], stream[4:8]]  # the 9th token alone has nothing to predict: dropped
-    assert pack_texts(tok, docs, seq_len=4, max_tokens=10)[-1] == stream[8:10]
+    model = Uniform(len(tok))
+    report = evaluate_perplexity(model, tok, TEXTS, seq_len=8, max_tokens=20)
+    assert report.sequences == 3 and report.tokens == 7 + 7 + 3  # rows of 8, 8, 4 tokens
+    assert report.perplexity == pytest.approx(len(tok))

@@ -144,7 +144,7 @@ def reference_topk(
 def reference_topk_for_texts(
     model: nn.Module,
     tokenizer: object,
-    texts: Sequence[str | Sequence[int]],
+    texts: Sequence[str],
     *,
     k: int = 10,
     seq_len: int = 256,

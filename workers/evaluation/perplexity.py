@@ -2,8 +2,8 @@
 
 ``perplexity = exp(total NLL / total predicted tokens)`` — the sum runs over every position that has
 a next-token target in every sequence, so it is *not* a mean of per-batch exponentials (which would
-over-weight short batches). Texts are packed like calibration data (EOS between documents,
-``seq_len`` sequences, a ``max_tokens`` budget; see ``workers.evaluation.packing``).
+over-weight short batches). Texts are packed exactly like calibration data (EOS after each
+document, ``seq_len`` sequences, a ``max_tokens`` budget; see ``workers.evaluation.packing``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def perplexity_of_sequences(
 def evaluate_perplexity(
     model: nn.Module,
     tokenizer: object,
-    texts: Sequence[str | Sequence[int]],
+    texts: Sequence[str],
     *,
     seq_len: int = 256,
     max_tokens: int = 100_000,
