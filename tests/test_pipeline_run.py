@@ -1,0 +1,145 @@
+"""The pipeline in-process (what ``curvedit edit`` runs): typed input errors before any tensor
+work, data sources, the filesystem cache tier, overrides, and cancellation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings
+from service.spec import EditJobSpec, TextSource
+from tests.tiny_models import save_tiny
+from workers.cache import open_factor_cache
+from workers.pipeline.errors import PipelineError
+from workers.pipeline.reporting import STAGES, JobCancelled, NullReporter
+from workers.pipeline.run import run_pipeline
+from workers.pipeline.sources import resolve_pairs, resolve_texts
+
+TEXTS = [f"note {i}: alice sends bob a letter about the weather in paris, day {i}" for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipe")
+    save_tiny(root / "models" / "tiny", "llama")
+    (root / "data").mkdir()
+    return root
+
+
+def settings_for(root: Path, **kw: object) -> Settings:
+    return Settings(
+        model_root=root / "models",
+        data_root=root / "data",
+        output_root=root / "out",
+        dataset_dir=root / "datasets",
+        device="cpu",
+        **kw,
+    )
+
+
+def make_spec(**over: object) -> EditJobSpec:
+    raw: dict = {
+        "model": {"path": "tiny"},
+        "calibration": {"texts": TEXTS, "max_tokens": 800, "seq_len": 16, "batch_size": 8},
+        "edit": {"layers": [2, 3], "keep_mass": 0.7},
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    return EditJobSpec.model_validate(raw)
+
+
+def _code(spec: EditJobSpec, settings: Settings, job: str = "j") -> str:
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(spec, settings=settings, job_id=job, reporter=NullReporter(), cache=None)
+    return err.value.code
+
+
+@pytest.mark.parametrize(
+    ("over", "code", "needle"),
+    [
+        ({"model": {"path": "../outside"}}, "invalid_path", "model.path"),
+        ({"model": {"path": "missing"}}, "model_not_found", "missing"),
+        ({"model": {"path": "tiny", "trust_remote_code": True}}, "remote_code_not_allowed", "remote code"),
+        ({"edit__layers": [7]}, "invalid_target", "layer 7"),
+        ({"edit__projections": ["gate", "down"], "edit__modules": ["nope.*"]}, "invalid_target", "nope"),
+        ({"calibration": {"path": "../../etc/passwd"}}, "invalid_path", "calibration.path"),
+        ({"calibration": {"path": "absent.txt"}}, "dataset_not_found", "absent.txt"),
+        ({"calibration": {"dataset_id": "ds_0123456789abcdef"}}, "dataset_not_found", "ds_0123456789abcdef"),
+    ],
+)
+def test_bad_input_fails_with_a_typed_error(roots: Path, over: dict, code: str, needle: str) -> None:
+    settings = settings_for(roots)
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(make_spec(**over), settings=settings, job_id="bad", reporter=NullReporter(), cache=None)
+    assert err.value.code == code
+    assert needle in err.value.message
+    assert not (roots / "out" / "bad").exists()
+
+
+def test_existing_output_is_refused(roots: Path) -> None:
+    (roots / "out" / "taken").mkdir(parents=True)
+    assert _code(make_spec(output={"path": "taken"}), settings_for(roots)) == "output_exists"
+
+
+def test_sources_read_uploads_and_files(roots: Path) -> None:
+    settings = settings_for(roots)
+    ds = roots / "datasets" / "ds_abcdefgh1234"
+    ds.mkdir(parents=True)
+    (ds / "data").write_text('{"text": "one"}\n{"text": "two"}\n')
+    (ds / "meta.json").write_text(json.dumps({"format": "jsonl"}))
+    assert resolve_texts(TextSource(dataset_id="ds_abcdefgh1234"), settings) == ["one", "two"]
+    (roots / "data" / "c.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
+    assert resolve_texts(TextSource(path="c.txt"), settings) == ["first doc\nline two", "second doc"]
+    (roots / "data" / "p.jsonl").write_text('{"prefix": "a b", "suffix": [1, 2]}\n')
+    from service.spec import PairSource
+
+    assert resolve_pairs(PairSource(path="p.jsonl"), settings) == [{"prefix": "a b", "suffix": [1, 2]}]
+
+
+def test_fs_cache_tier_overrides_and_second_run_cached(roots: Path) -> None:
+    settings = settings_for(roots, factor_cache=str(roots / "fscache"))
+    cache = open_factor_cache(settings)
+    spec = make_spec(
+        edit={"layers": [2, 3], "keep_mass": 0.7, "overrides": [{"layer": -1, "projection": "up", "keep_mass": 1.0}]}
+    )
+    first = run_pipeline(spec, settings=settings, job_id="fs1", reporter=NullReporter(), cache=cache)
+    layers = {(r["layer"], r["role"]): r for r in first["results"][0]["layers"]}
+    assert layers[(3, "up")]["keep_mass"] == 1.0 and layers[(3, "up")]["relative_change"] < 1e-5
+    assert layers[(2, "up")]["keep_mass"] == 0.7 and layers[(2, "up")]["relative_change"] > 0
+    rep = NullReporter()
+    spec.edit.keep_mass = 0.5
+    second = run_pipeline(spec, settings=settings, job_id="fs2", reporter=rep, cache=cache)
+    assert dict(rep.stages) == {
+        "load_model": False,
+        "collect_factors": True,
+        "eigendecompose": True,
+        "edit": False,
+        "evaluate": False,
+        "export": False,
+    }
+    assert [s for s, _ in rep.stages] == list(STAGES)
+    assert second["cache"]["eigendecompose"] == {"hits": 6, "misses": 0}  # A shared by gate/up: 2 A + 4 G
+
+
+class CancelAfter(NullReporter):
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self.checks = checks
+
+    def cancelled(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_cancel_inside_collection_leaves_no_output(roots: Path) -> None:
+    settings = settings_for(roots)
+    with pytest.raises(JobCancelled):
+        run_pipeline(make_spec(), settings=settings, job_id="cx", reporter=CancelAfter(3), cache=None)
+    assert not (roots / "out" / "cx").exists()
+    assert not list(roots.glob("out/cx.tmp-*"))
