@@ -153,7 +153,7 @@ def events(
         if as_json:
             typer.echo(json.dumps(event))
         else:
-            console.print(_event_line(event), highlight=False)
+            console.print(_event_line(event), highlight=False, soft_wrap=True)
 
     with state(ctx).client() as client:
         try:
@@ -182,7 +182,9 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., help="Job id.")
             record = client.cancel(job_id)
         except CurveditAPIError as exc:
             fail_api(exc)
-    console.print(f"job [bold]{record.get('id', job_id)}[/]: {record.get('status', 'cancel requested')}")
+    status = record.get("status", "?")
+    note = "cancel requested; it stops at the next batch boundary" if status in ("queued", "running") else status
+    console.print(f"job [bold]{record.get('id', job_id)}[/]: {note} (status: {status})")
 
 
 def list_jobs(

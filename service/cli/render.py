@@ -307,8 +307,11 @@ def format_artifacts(art: Any) -> str:
 
 
 def _ts(value: Any) -> str:
+    """Epoch seconds or an ISO 8601 string as ``YYYY-MM-DD HH:MM:SS``."""
     if isinstance(value, int | float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if isinstance(value, str) and len(value) >= 19 and value[10] == "T":
+        return f"{value[:10]} {value[11:19]}{' UTC' if value.endswith('Z') else ''}"
     return str(value) if value is not None else "-"
 
 
@@ -342,9 +345,14 @@ def job_table(record: Mapping[str, Any]) -> Table:
 
 
 def items_table(items: Iterable[Mapping[str, Any]], columns: list[str], title: str = "") -> Table:
+    items = list(items)
     table = Table(title=title or None, title_justify="left")
     for col in columns:
-        table.add_column(col)
+        if col in ("id", "key"):  # must stay copy-pasteable
+            width = max([len(str(i.get(col, ""))) for i in items] + [len(col)])
+            table.add_column(col, no_wrap=True, min_width=width)
+        else:
+            table.add_column(col)
     for item in items:
         row = []
         for col in columns:

@@ -36,7 +36,9 @@ def up(
         worker_grace_s=worker_grace,
         say=lambda m: console.print(f"[bold cyan]curvedit up[/] {m}", highlight=False),
     )
+    # SIGINT explicitly too: a process started in the background of a script inherits SIGINT ignored.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             stack.start(ready_timeout=ready_timeout)
@@ -60,9 +62,11 @@ def up(
     except KeyboardInterrupt:
         console.print("\n[bold cyan]curvedit up[/] shutting down (Ctrl-C again to force)")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         try:
             stack.stop()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # second Ctrl-C: stop() has already killed what was left
             stack.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     console.print("[bold cyan]curvedit up[/] stopped")
