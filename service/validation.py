@@ -136,12 +136,22 @@ def _check_source(
     if src is None:
         return
     if src.dataset_id is not None:
+        field = f"{prefix}.dataset_id"
         rec = datasets.get(src.dataset_id)
         if rec is None or rec.get("owner") != owner:
             raise _invalid(
-                f"{prefix}.dataset_id",
-                f"no dataset {src.dataset_id!r} (upload one with POST /v1/datasets)",
-                "unknown_dataset",
+                field, f"no dataset {src.dataset_id!r} (upload one with POST /v1/datasets)", "unknown_dataset"
+            )
+        fields = set(rec.get("fields") or [])
+        if isinstance(src, PairSource) and not (rec.get("kind") == "jsonl" and {"prefix", "suffix"} <= fields):
+            raise _invalid(
+                field,
+                f"dataset {src.dataset_id!r} has no prefix/suffix records (upload jsonl pairs)",
+                "wrong_dataset_kind",
+            )
+        if not isinstance(src, PairSource) and rec.get("kind") == "jsonl" and "text" not in fields:
+            raise _invalid(
+                field, f"dataset {src.dataset_id!r} has jsonl records without a 'text' field", "wrong_dataset_kind"
             )
     if src.path is not None:
         field = f"{prefix}.path"

@@ -324,5 +324,34 @@ def test_events_json_and_sse(env, redis_client: redis.Redis) -> None:  # type: i
 
 def test_missing_job_is_404(env) -> None:  # type: ignore[no-untyped-def]
     client, _ = env
-    r = client.get("/v1/edit-jobs/job_0000", headers=auth())
-    assert r.status_code == 404 and err(r)["code"] == "not_found"
+    for job_id in ("job_0000", "job_x:events", "..%2F"):
+        r = client.get(f"/v1/edit-jobs/{job_id}", headers=auth())
+        assert r.status_code == 404 and err(r)["code"] == "not_found"
+
+
+def test_hub_id_not_cached(env) -> None:  # type: ignore[no-untyped-def]
+    client, _ = env
+    body = job_body()
+    body["model"] = {"hub_id": "nobody/not-a-model", "revision": "main"}
+    r = client.post("/v1/edit-jobs", json=body, headers=auth())
+    assert r.status_code == 422 and err(r)["field"] == "model.hub_id", r.text
+
+
+def test_dataset_kind_must_fit_its_use(env) -> None:  # type: ignore[no-untyped-def]
+    client, _ = env
+    texts = client.post("/v1/datasets?kind=text", content=b"doc one", headers=auth()).json()
+    pairs = client.post(
+        "/v1/datasets",
+        content=b'{"prefix": "a", "suffix": "b"}\n',
+        headers={**auth(), "Content-Type": "application/x-ndjson"},
+    ).json()
+    body = job_body()
+    body["calibration"] = {"dataset_id": pairs["id"]}
+    r = client.post("/v1/edit-jobs", json=body, headers=auth())
+    assert r.status_code == 422 and err(r)["code"] == "wrong_dataset_kind"
+    body = job_body()
+    body["evaluation"] = {"recitation": {"dataset_id": texts["id"]}}
+    r = client.post("/v1/edit-jobs", json=body, headers=auth())
+    assert r.status_code == 422 and err(r)["field"] == "evaluation.recitation.dataset_id"
+    body["evaluation"] = {"recitation": {"dataset_id": pairs["id"]}, "perplexity": {"dataset_id": texts["id"]}}
+    assert client.post("/v1/edit-jobs", json=body, headers=auth()).status_code == 202

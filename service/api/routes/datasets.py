@@ -7,6 +7,7 @@ A dataset is visible only to the key that uploaded it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ _CHUNK = 1 << 20
 
 
 def _owned(store: Any, dataset_id: str, owner: str) -> dict[str, Any]:
-    rec = store.get(dataset_id)
+    rec = store.get(dataset_id) if re.fullmatch(r"ds_[A-Za-z0-9]{1,80}", dataset_id) else None
     if rec is None or rec.get("owner") != owner:
         raise ApiError(404, "not_found", f"no dataset {dataset_id!r}")
     return rec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -25,10 +26,11 @@ router = APIRouter(prefix="/edit-jobs", tags=["edit-jobs"], responses=ERROR_RESP
 
 CURSOR_PATTERN = r"^job_[A-Za-z0-9_-]{1,80}$"
 _IDEMPOTENCY_WAIT_S = 5.0
+_JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 def _owned(store: JobStore, job_id: str, owner: str) -> dict[str, Any]:
-    rec = store.get(job_id)
+    rec = store.get(job_id) if _JOB_ID.fullmatch(job_id) else None
     if rec is None or rec["owner"] != owner:
         raise ApiError(404, "not_found", f"no edit job {job_id!r}")
     return rec
