@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from service.api.routes import datasets, factors, health, jobs
 from service.config import Settings, get_settings
@@ -23,6 +24,7 @@ from service.middleware import BodyLimitMiddleware, RequestCounterMiddleware
 log = logging.getLogger("curvedit.gateway")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+API_V1 = "/v1"
 
 
 def open_redis(settings: Settings) -> redis.Redis:
@@ -64,15 +66,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry
     install_error_handlers(app)
 
-    v1 = APIRouter(prefix="/v1")
-    v1.include_router(jobs.router)
-    v1.include_router(datasets.router)
-    v1.include_router(factors.router)
-    app.include_router(v1)
-    app.include_router(health.router)
+    templates: dict[int, str] = {}
+    for router, prefix in (
+        (jobs.router, API_V1),
+        (datasets.router, API_V1),
+        (factors.router, API_V1),
+        (health.router, ""),
+    ):
+        app.include_router(router, prefix=prefix)
+        templates.update({id(route): prefix + route.path for route in router.routes if isinstance(route, APIRoute)})
 
     app.add_middleware(BodyLimitMiddleware, settings=settings)
-    app.add_middleware(RequestCounterMiddleware, counter=request_counter)
+    app.add_middleware(RequestCounterMiddleware, counter=request_counter, templates=templates)
     return app
 
 

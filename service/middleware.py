@@ -99,9 +99,10 @@ async def _send_413(send: Send, limit: int, name: str) -> None:
 class RequestCounterMiddleware:
     """Counts requests by method, route template and status."""
 
-    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+    def __init__(self, app: ASGIApp, counter: Counter, templates: dict[int, str] | None = None) -> None:
         self.app = app
         self.counter = counter
+        self.templates = templates or {}  # id(route) -> full path template (routers are nested)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,5 +119,5 @@ class RequestCounterMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self.templates.get(id(route)) or getattr(route, "path", None) or "unmatched"
             self.counter.labels(scope.get("method", ""), template, str(status["code"])).inc()

@@ -166,7 +166,7 @@ def test_health_readiness_and_metrics(env, redis_client: redis.Redis) -> None:  
     assert 'curvedit_stage_duration_seconds_count{cached="true",stage="collect_factors"} 1.0' in text
     assert 'curvedit_stage_cache_hits_total{stage="collect_factors"} 1.0' in text
     assert "curvedit_queue_depth" in text and "curvedit_workers_live 0.0" in text
-    assert 'curvedit_up{component="redis"} 1.0' in text and "curvedit_http_requests_total" in text
+    assert 'curvedit_up{component="redis"} 1.0' in text and 'route="/readyz",status="503"' in text
 
 
 def test_openapi_docs(env) -> None:  # type: ignore[no-untyped-def]
