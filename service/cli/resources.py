@@ -72,6 +72,9 @@ def factors_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
+    if not entries:
+        console.print("no cached factor entries")
+        return
     columns = ["key", "bytes"]
     for extra in ("module", "kind", "model", "created_at", "last_used_at"):
         if any(extra in e for e in entries):

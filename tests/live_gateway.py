@@ -1,0 +1,81 @@
+"""A real gateway (``service.main:create_app`` on uvicorn) served from a thread on a free port, for
+the client and CLI tests. Settings use temporary roots, the test Redis database and two API keys."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from service.config import Settings
+
+KEYS = {"alice": "cli-key-alice-1234", "bob": "cli-key-bob-5678"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_settings(tmp: Path, redis_url: str, **overrides: Any) -> Settings:
+    roots = {name: tmp / name for name in ("models", "data", "out", "datasets", "state")}
+    for p in roots.values():
+        p.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = dict(
+        redis_url=redis_url,
+        model_root=roots["models"],
+        data_root=roots["data"],
+        output_root=roots["out"],
+        dataset_dir=roots["datasets"],
+        state_dir=roots["state"],
+        api_keys=",".join(f"{n}:{k}" for n, k in KEYS.items()),
+        queue_name="curvedit-cli-test",
+        max_upload_bytes=4096,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextmanager
+def live_gateway(settings: Settings) -> Iterator[str]:
+    """Serve the gateway for the block; yields its base URL."""
+    from service.main import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:  # pragma: no cover - environment problem
+        server.should_exit = True
+        raise RuntimeError("gateway did not start within 30 s")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def job_body(model: str = "tiny", **edit: Any) -> dict[str, Any]:
+    """A valid spec for a model directory ``model`` under the model root (inline calibration)."""
+    return {
+        "model": {"path": model},
+        "calibration": {"texts": ["hello world", "the quick brown fox"], "max_tokens": 64, "seq_len": 16},
+        "edit": {"layers": [2, 3], "projections": ["gate", "up"], "keep_mass": 0.9, **edit},
+    }
