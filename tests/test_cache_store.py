@@ -132,3 +132,16 @@ def test_open_factor_cache_modes(tmp_path: Path, redis_url: str) -> None:
     assert open_factor_cache(Settings(factor_cache="off")) is None
     assert isinstance(open_factor_cache(Settings(factor_cache="redis", redis_url=redis_url)), RedisFactorStore)
     assert isinstance(open_factor_cache(Settings(factor_cache=str(tmp_path / "c"))), FsFactorStore)
+
+
+def test_guarded_cache_turns_backend_failures_into_misses() -> None:
+    import redis
+
+    from workers.cache.guarded import GuardedCache
+
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    errors: list[str] = []
+    cache = GuardedCache(RedisFactorStore(dead, budget_bytes=10**6, chunk_bytes=4096), errors.append)
+    assert cache.get(_key()) is None
+    assert not cache.put(_key(), _tensors())
+    assert len(errors) == 1 and "continuing without the cache" in errors[0]

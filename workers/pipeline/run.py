@@ -22,6 +22,7 @@ from service.config import Settings
 from service.spec import EditJobSpec, KeepMassOverride
 from workers.artifacts import library_versions, staging_dir, write_manifest, write_result
 from workers.cache import FactorCache
+from workers.cache.guarded import GuardedCache
 from workers.curvature import EditTarget, TargetError, apply_edit, resolve_targets
 from workers.curvature.targets import num_layers
 from workers.evaluation import compare
@@ -174,8 +175,11 @@ def _run(
         seed=spec.curvature.seed,
         eig_dtype=spec.curvature.eig_dtype,
     )
+    guarded = (
+        None if cache is None else GuardedCache(cache, lambda msg: reporter.event("warning", msg, {"kind": "cache"}))
+    )
     curv = compute_curvature(
-        model, targets, inputs, reporter=reporter, cache=cache, on_stage=lambda n, c: clock.stage(n, c)
+        model, targets, inputs, reporter=reporter, cache=guarded, on_stage=lambda n, c: clock.stage(n, c)
     )
 
     # ---- edit: one edited copy of the targets' weights per sweep point
