@@ -19,6 +19,8 @@ ErrorCode = Literal[
     "output_exists",
     "out_of_memory",
     "worker_lost",
+    "timeout",
+    "invalid_spec",
     "internal",
 ]
 

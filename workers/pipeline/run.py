@@ -10,6 +10,7 @@ and one result exported. The whole output tree appears atomically at the end (st
 from __future__ import annotations
 
 import fnmatch
+import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -153,6 +154,12 @@ def _run(
         "model_files": model_files,
         "calibration": fingerprint_texts(calib_texts),
     }
+    if eval_data is not None:
+        fingerprints["evaluation"] = {
+            "recitation": fingerprint_texts(json.dumps(p, default=str) for p in eval_data.pairs or []),
+            "perplexity": fingerprint_texts(eval_data.ppl_texts or []),
+            "agreement": fingerprint_texts(eval_data.agreement_texts or []),
+        }
     reporter.event(
         "info",
         f"loaded {loaded.label} ({loaded.dtype}, {loaded.device}); {len(targets)} target(s)",
