@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import time
 from types import FrameType
 
@@ -27,6 +29,9 @@ def up(
     ready_timeout: float = typer.Option(180.0, "--ready-timeout", help="Seconds to wait for /readyz.", min=1),
 ) -> None:
     """Run Redis (embedded unless CURVEDIT_REDIS_URL is set), the gateway and N workers until Ctrl-C."""
+    for stream in (sys.stdout, sys.stderr):  # interleave sensibly with the children's logs, even in a file
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = Settings()
     stack = Stack(
         settings,
