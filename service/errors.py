@@ -94,12 +94,12 @@ def install_error_handlers(app: FastAPI) -> None:
         details = jsonable_encoder(
             [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         )
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        first: dict[str, Any] = details[0] if details else {"loc": [], "msg": "invalid request"}
         field = dotted(first["loc"]) or None
         if first.get("type") == "json_invalid":
             message = f"malformed JSON: {first['msg']} at {first['loc']}"
         else:
-            message = f"{field}: {first['msg']}" if field else first["msg"]
+            message = f"{field}: {first['msg']}" if field else str(first["msg"])
         return JSONResponse(
             error_body("validation_error", message, field, details=details),
             status_code=422,

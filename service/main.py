@@ -81,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+app: FastAPI  # created lazily by __getattr__ below
+
+
 def __getattr__(name: str) -> FastAPI:
     """``service.main:app`` for uvicorn, built on first access from the environment."""
     if name == "app":

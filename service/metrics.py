@@ -17,11 +17,12 @@ reports the same numbers and nothing is lost when one restarts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from service.config import Settings
@@ -37,7 +38,7 @@ class RedisStateCollector(Collector):
         self.get_redis = get_redis
         self.settings = settings
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("curvedit_up", "1 if the component answered this scrape", labels=["component"])
         r = self.get_redis()
         if r is None:
@@ -55,7 +56,7 @@ class RedisStateCollector(Collector):
         yield up
         yield from families
 
-    def _from_redis(self, r: redis.Redis) -> Iterator[object]:
+    def _from_redis(self, r: redis.Redis) -> Iterator[Metric]:
         store = JobStore(r)
         jobs = GaugeMetricFamily("curvedit_jobs", "Edit jobs by status", labels=["status"])
         for status, n in store.count_by_status().items():

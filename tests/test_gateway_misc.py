@@ -201,6 +201,8 @@ def test_redis_down_is_503(tmp_path: Path) -> None:
             assert e["code"] == "redis_unavailable" and "Redis" in e["message"]
         r = client.post("/v1/datasets", content=b"text", headers={**auth(), "Content-Type": "text/plain"})
         assert r.status_code == 503
+        r = client.post("/v1/edit-jobs", json=job_body(), headers={**auth(), "Idempotency-Key": "k1"})
+        assert r.status_code == 503 and err(r)["code"] == "redis_unavailable"
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
         assert r.status_code == 503 and "unreachable" in err(r)["message"]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -39,6 +39,9 @@ LEVELS = ("debug", "info", "warning", "error")
 
 # Upper bounds (seconds) of the stage-duration histogram kept in Redis for /metrics.
 STAGE_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+
+Record = dict[str, Any]
+Records = list[Record]
 
 _FIELDS = (
     "id",
@@ -119,7 +122,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
+def _encode(fields: dict[str, Any]) -> dict[str | bytes, bytes | float | int | str]:
     return {k: json.dumps(_finite(v), separators=(",", ":"), allow_nan=False, default=str) for k, v in fields.items()}
 
 
@@ -195,7 +198,7 @@ class JobStore:
 
     def list(
         self, owner: str | None, *, status: str | None = None, cursor: str | None = None, limit: int = 20
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[Records, str | None]:
         """Newest first. ``owner=None`` lists every owner's jobs. ``cursor`` is the ``next_cursor`` of
         the previous page (the last id it held); returns ``(items, next_cursor or None)``."""
         if status is not None and status not in STATUSES:
@@ -212,8 +215,8 @@ class JobStore:
         items = self._get_many(ids)
         return items, (ids[-1] if more and ids else None)
 
-    def _get_many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        ids = list(ids)
+    def _get_many(self, ids: Iterable[str]) -> Records:
+        ids = [*ids]
         with self.r.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.hgetall(keys.job(i))
@@ -243,16 +246,16 @@ class JobStore:
             client=client,
         )
 
-    def events(self, job_id: str, after_seq: int = 0, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def events(self, job_id: str, after_seq: int = 0, *, limit: int | None = None) -> Records:
         """Events with ``seq > after_seq``, oldest first."""
         entries = self.r.xrange(keys.job_events(job_id), f"{int(after_seq) + 1}-0", "+", count=limit)
         return [_event(eid, fields) for eid, fields in entries]
 
-    def wait_events(self, job_id: str, after_seq: int, block_ms: int = 1000) -> list[dict[str, Any]]:
+    def wait_events(self, job_id: str, after_seq: int, block_ms: int = 1000) -> Records:
         """Block up to ``block_ms`` for events after ``after_seq`` (used by the SSE stream)."""
         stream = keys.job_events(job_id)
         got = self.r.xread({stream: f"{int(after_seq)}-0"}, block=block_ms, count=500)
-        out: list[dict[str, Any]] = []
+        out: Records = []
         for _name, entries in got or []:
             out.extend(_event(eid, fields) for eid, fields in entries)
         return out
@@ -266,7 +269,7 @@ class JobStore:
             while True:
                 try:
                     pipe.watch(key)
-                    raw = pipe.hgetall(key)
+                    raw = cast(dict[Any, Any], pipe.hgetall(key))
                     if not raw:
                         pipe.unwatch()
                         return False
