@@ -36,6 +36,8 @@ from workers.pipeline.loading import load_model
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 from workers.pipeline.sources import resolve_texts
 
+EDITED_COPIES_BYTES = 4 * 2**30
+
 
 def point_dirname(keep_mass: float) -> str:
     """Directory name of one sweep point's result, e.g. ``rho-0.6``."""
@@ -197,16 +199,30 @@ def _run(
     n_layers = num_layers(model)
     sweep = spec.edit.sweep
     points: list[dict[str, Any]] = []
-    edited: list[dict[str, torch.Tensor]] = []
+    # Edited copies are kept in host memory when they fit EDITED_COPIES_BYTES; otherwise a point is
+    # re-edited from the originals when evaluate/export need it (two matrix products per layer).
+    per_point = sum(params[n].numel() * params[n].element_size() for n in pnames)
+    keep_copies = per_point * len(sweep) <= EDITED_COPIES_BYTES
+    edited: list[dict[str, torch.Tensor] | None] = []
     for i, rho in enumerate(sweep):
         _check_cancel(reporter, "edit")
         _write_params(params, originals)
         reports = apply_edit(model, targets, curv.eigens, keep_mass_for(rho, spec.edit.overrides, n_layers))
-        edited.append(_snapshot(params, pnames))
+        edited.append(_snapshot(params, pnames) if keep_copies else None)
         layers = [r.to_dict() for r in reports]
         points.append({"keep_mass": rho, "layers": layers, "metrics": {}, "comparison": [], "artifacts": {}})
         reporter.event("info", f"edited at keep_mass={rho:g}", {"kind": "edit", "keep_mass": rho, "layers": layers})
         reporter.progress((i + 1) / len(sweep))
+
+    def load_point(i: int) -> dict[str, torch.Tensor]:
+        """Put sweep point ``i``'s edited weights into the model; returns them (host copies)."""
+        copy = edited[i]
+        if copy is not None:
+            _write_params(params, copy)
+            return copy
+        _write_params(params, originals)
+        apply_edit(model, targets, curv.eigens, keep_mass_for(sweep[i], spec.edit.overrides, n_layers))
+        return _snapshot(params, pnames)
 
     # ---- evaluate: baseline (and agreement reference) on the original weights, then each point
     clock.stage("evaluate")
@@ -221,7 +237,7 @@ def _run(
         reporter.event("info", "baseline metrics", {"kind": "metrics", "keep_mass": None, "metrics": baseline})
         for i, point in enumerate(points):
             _check_cancel(reporter, "evaluate")
-            _write_params(params, edited[i])
+            load_point(i)
             point["metrics"] = suite.measure()
             point["comparison"] = compare(baseline, point["metrics"])
             reporter.event(
@@ -251,7 +267,7 @@ def _run(
     with staging_dir(out_dir) as tmp:
         for i, point in enumerate(points):
             _check_cancel(reporter, "export")
-            _write_params(params, edited[i])
+            edited_now = load_point(i)
             sub = "" if single else point_dirname(point["keep_mass"])
             target_dir = tmp / sub if sub else tmp
             manifest = {
@@ -267,7 +283,7 @@ def _run(
                 model=model,
                 tokenizer=tokenizer,
                 originals=originals,
-                edited=edited[i],
+                edited=edited_now,
                 manifest=manifest,
                 save_model=spec.output.save_model,
                 save_delta=spec.output.save_delta,
