@@ -3,6 +3,7 @@ the client and CLI tests. Settings use temporary roots, the test Redis database 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import uvicorn
 
 from service.config import Settings
 
+REPO = Path(__file__).resolve().parents[1]
 KEYS = {"alice": "cli-key-alice-1234", "bob": "cli-key-bob-5678"}
 
 
@@ -79,3 +81,25 @@ def job_body(model: str = "tiny", **edit: Any) -> dict[str, Any]:
         "calibration": {"texts": ["hello world", "the quick brown fox"], "max_tokens": 64, "seq_len": 16},
         "edit": {"layers": [2, 3], "projections": ["gate", "up"], "keep_mass": 0.9, **edit},
     }
+
+
+def stack_env(tmp: Path) -> dict[str, str]:
+    """Environment for a `curvedit up`/`demo` subprocess: no Redis URL (embedded), roots under ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURVEDIT_")}
+    for name in ("models", "data", "out", "datasets"):
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+    env.update(
+        CURVEDIT_STATE_DIR=str(tmp / "state"),
+        CURVEDIT_MODEL_ROOT=str(tmp / "models"),
+        CURVEDIT_DATA_ROOT=str(tmp / "data"),
+        CURVEDIT_OUTPUT_ROOT=str(tmp / "out"),
+        CURVEDIT_DATASET_DIR=str(tmp / "datasets"),
+        CURVEDIT_QUEUE_NAME="curvedit-up-test",
+        CURVEDIT_DEVICE="cpu",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+        COLUMNS="200",
+    )
+    return env

@@ -4,7 +4,6 @@ gateway and a worker come up and answer; a tiny edit job runs through them; SIGI
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,31 +16,9 @@ import pytest
 
 from service.cli.stack import free_port, port_in_use
 from service.client import CurveditClient
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.live_gateway import stack_env
 
 pytestmark = pytest.mark.slow
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CURVEDIT_")}
-    for name in ("models", "data", "out", "datasets"):
-        (tmp / name).mkdir(parents=True, exist_ok=True)
-    env.update(
-        CURVEDIT_STATE_DIR=str(tmp / "state"),
-        CURVEDIT_MODEL_ROOT=str(tmp / "models"),
-        CURVEDIT_DATA_ROOT=str(tmp / "data"),
-        CURVEDIT_OUTPUT_ROOT=str(tmp / "out"),
-        CURVEDIT_DATASET_DIR=str(tmp / "datasets"),
-        CURVEDIT_QUEUE_NAME="curvedit-up-test",
-        CURVEDIT_DEVICE="cpu",
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO),
-        COLUMNS="200",
-    )
-    return env
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:  # type: ignore[no-untyped-def]
@@ -63,7 +40,7 @@ def _ready(url: str) -> bool:
 
 
 def test_up_runs_the_stack_and_stops_cleanly_on_sigint(tmp_path: Path, tiny_llama_dir: Path) -> None:
-    env = _env(tmp_path)
+    env = stack_env(tmp_path)
     shutil.copytree(tiny_llama_dir, tmp_path / "models" / "tiny")
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,53 @@
+"""``curvedit demo`` as a subprocess with no stack running: it starts one (embedded Redis, gateway,
+worker), submits the spec over HTTP, prints the before/after table and stops what it started.
+A small spec on the tiny model keeps this quick; the real demo spec is timed by hand (README)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli.stack import free_port, port_in_use
+from tests.live_gateway import stack_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_starts_a_stack_runs_the_spec_and_stops_it(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    env = stack_env(tmp_path)
+    shutil.copytree(tiny_llama_dir, tmp_path / "models" / "tiny")
+    (tmp_path / "data" / "calib.txt").write_text("\n\n".join(f"the lazy dog sleeps, day {i}" for i in range(30)))
+    spec = {
+        "model": {"path": "tiny"},
+        "calibration": {"path": "calib.txt", "max_tokens": 256, "seq_len": 16, "batch_size": 4},
+        "edit": {"layers": [-1], "keep_mass": 0.8},
+        "evaluation": {
+            "recitation": {"pairs": [{"prefix": "the lazy dog", "suffix": " sleeps"}], "suffix_tokens": 4},
+            "perplexity": {"path": "calib.txt", "seq_len": 16, "max_tokens": 128},
+            "agreement": {"k": 5},
+        },
+        "output": {"path": "demo-out"},
+    }
+    (tmp_path / "demo.json").write_text(json.dumps(spec))
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli.app", "--url", f"http://127.0.0.1:{port}", "demo", "--spec", "demo.json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for text in ("stack up at", "succeeded", "recitation (strict)", "perplexity", "agreement nDCG@k", "demo wall time"):
+        assert text in out, out[-4000:]
+    assert str(tmp_path / "out" / "demo-out") in out
+    assert (tmp_path / "out" / "demo-out" / "manifest.json").is_file()
+    assert not port_in_use("127.0.0.1", port), "the demo's gateway was stopped"
+    assert (tmp_path / "state" / "logs" / "gateway.log").is_file()
