@@ -355,3 +355,16 @@ def test_dataset_kind_must_fit_its_use(env) -> None:  # type: ignore[no-untyped-
     assert r.status_code == 422 and err(r)["field"] == "evaluation.recitation.dataset_id"
     body["evaluation"] = {"recitation": {"dataset_id": pairs["id"]}, "perplexity": {"dataset_id": texts["id"]}}
     assert client.post("/v1/edit-jobs", json=body, headers=auth()).status_code == 202
+
+
+def test_sse_keepalive_while_quiet(redis_client: redis.Redis) -> None:
+    from service.api.routes.jobs import _sse
+
+    store = JobStore(redis_client)
+    job = store.create("alice", {})
+    store.mark_running(job["id"], "w")
+    seq = store.get(job["id"])["last_event_seq"]  # type: ignore[index]
+    gen = _sse(store, job["id"], seq, block_ms=20, keepalive_s=0.0)
+    first = [next(gen) for _ in range(4)]
+    assert first[0].startswith("retry:") and "event: job" in first[2] and first[3] == ": keepalive\n\n"
+    gen.close()

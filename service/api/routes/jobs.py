@@ -193,21 +193,27 @@ def _sse_message(event: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _sse(store: JobStore, job_id: str, after: int, block_ms: int = 1000) -> Iterator[str]:
+def _sse(store: JobStore, job_id: str, after: int, block_ms: int = 1000, keepalive_s: float = 15.0) -> Iterator[str]:
     yield "retry: 2000\n\n"
     last = after
     seen: tuple[Any, ...] | None = None
+    quiet_since = time.monotonic()
     while True:
+        if time.monotonic() - quiet_since > keepalive_s:  # a comment line keeps proxies from timing out
+            quiet_since = time.monotonic()
+            yield ": keepalive\n\n"
         rec = store.get(job_id)
         if rec is None:
             yield _sse_message("end", {"id": job_id, "status": None})
             return
         for ev in store.events(job_id, after_seq=last):
             last = ev["seq"]
+            quiet_since = time.monotonic()
             yield _sse_message("log", ev, ev["seq"])
         snapshot = (rec["status"], rec["stage"], json.dumps(rec["progress"], sort_keys=True))
         if snapshot != seen:
             seen = snapshot
+            quiet_since = time.monotonic()
             yield _sse_message("job", rec)
         # events are appended in the same transaction as the status change, so once the record is
         # terminal and every event up to last_event_seq was sent, nothing more can follow.
