@@ -13,6 +13,7 @@ unreachable is a 503 ``redis_unavailable``, never a 500.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,13 +53,19 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def dotted(loc: Sequence[Any]) -> str:
-    """``("body", "edit", "keep_mass", 1)`` -> ``"edit.keep_mass[1]"``."""
+    """``("body", "edit", "keep_mass", "list[constrained-float]", 1)`` -> ``"edit.keep_mass[1]"``."""
     parts = list(loc)
+    in_body = bool(parts) and parts[0] == "body"
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     out = ""
     for p in parts:
+        if in_body and isinstance(p, str) and not _IDENT.fullmatch(p):
+            continue  # pydantic's union-member tags such as "constrained-float", "list[...]"
         if isinstance(p, int):
             out += f"[{p}]"
         else:
