@@ -25,6 +25,7 @@ from service.spec import EditJobSpec
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JobRecord = dict[str, Any]
+Items = list[dict[str, Any]]  # (an alias: inside the client class, ``list`` is a method)
 
 
 class CurveditAPIError(Exception):
@@ -198,7 +199,7 @@ class CurveditClient:
     def cancel(self, job_id: str) -> JobRecord:
         return self._json("POST", f"/v1/edit-jobs/{job_id}/cancel")
 
-    def events(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
+    def events(self, job_id: str, after: int | None = None) -> Items:
         """The event log (``seq``, ``time``, ``level``, ``message``, ``data``), oldest first."""
         params = {"after": after} if after is not None else None
         body = self._json("GET", f"/v1/edit-jobs/{job_id}/events", params=params)
@@ -270,7 +271,7 @@ class CurveditClient:
         self._json("DELETE", f"/v1/datasets/{dataset_id}")
 
     # --- factor cache -----------------------------------------------------------------------
-    def factors(self) -> list[dict[str, Any]]:
+    def factors(self) -> Items:
         """Cached factor entries (``key``, ``bytes``, ``module``, ``kind``, ...)."""
         return page_items(self._json("GET", "/v1/factors"))
 
@@ -294,7 +295,7 @@ class CurveditClient:
         return True
 
 
-def page_items(body: Any) -> list[dict[str, Any]]:
+def page_items(body: Any) -> Items:
     """The item list of a page, whichever envelope key the gateway uses."""
     if isinstance(body, list):
         return body

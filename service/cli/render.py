@@ -213,7 +213,8 @@ def sweep_results(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         for item in items:
             if not isinstance(item, Mapping):
                 continue
-            metrics = item.get("metrics") if isinstance(item.get("metrics"), Mapping) else {}
+            raw_metrics = item.get("metrics")
+            metrics: Mapping[str, Any] = raw_metrics if isinstance(raw_metrics, Mapping) else {}
             rows = item.get("comparison")
             if isinstance(rows, list) and rows:
                 before = {r["metric"]: r.get("before") for r in rows if isinstance(r, Mapping) and "metric" in r}
