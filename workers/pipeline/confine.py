@@ -7,7 +7,9 @@ prefix). Failures become ``PipelineError('invalid_path', ...)`` naming the field
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workers.pipeline.errors import PipelineError
 
@@ -24,9 +26,10 @@ def _fallback_resolve_under(root: Path, rel: str, field: str) -> Path:
 
 def confined(root: Path, rel: str, field: str) -> Path:
     """``root / rel`` resolved, or ``PipelineError('invalid_path')`` when it escapes ``root``."""
+    resolve_under: Callable[[Any, str, str], Path]
     try:
         from service.paths import resolve_under  # the gateway's helper, when present
-    except ImportError:
+    except ImportError:  # pragma: no cover - the gateway ships it
         resolve_under = _fallback_resolve_under
     try:
         return Path(resolve_under(Path(root), rel, field))

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from workers.cache import CacheKey, FactorCache
+from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts
 from workers.pipeline.errors import PipelineError
-from workers.pipeline.reporting import JobCancelled, Reporter
+from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ class CurvatureInputs:
     def key(self, fid: FactorId, eig: bool) -> CacheKey:
         kind, module = fid
         args = self.sum_args(kind)
+        entry: EntryKind = ("A_eig" if eig else "A") if kind == "A" else ("G_eig" if eig else "G")
         if eig:
             args = {**args, "eig_dtype": self.eig_dtype}
-        return CacheKey(kind=f"{kind}_eig" if eig else kind, module=module, args=args, model=self.model_label)
+        return CacheKey(kind=entry, module=module, args=args, model=self.model_label)
 
 
 @dataclass
@@ -86,8 +88,14 @@ def _factor_ids(targets: list[EditTarget]) -> list[FactorId]:
 def _device_of(targets: list[EditTarget], model: Any, fid: FactorId) -> torch.device:
     for t in targets:
         if (fid[0] == "A" and t.input_key == fid[1]) or (fid[0] == "G" and t.name == fid[1]):
-            return t.module(model).weight.device
+            return _weight_device(model, t)
     raise KeyError(fid)
+
+
+def _weight_device(model: Any, target: EditTarget) -> torch.device:
+    weight = target.module(model).weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.device
 
 
 def compute_curvature(
@@ -97,7 +105,7 @@ def compute_curvature(
     *,
     reporter: Reporter,
     cache: FactorCache | None,
-    on_stage: Callable[[str, bool], None],
+    on_stage: Callable[[Stage, bool], None],
 ) -> CurvatureResult:
     """Eigenbases ``{target name: (G-eigen, A-eigen)}``, from the cache where possible.
 
@@ -178,7 +186,7 @@ def compute_curvature(
 
     eigens: dict[str, tuple[Eigen, Eigen]] = {}
     for t in targets:
-        dev = t.module(model).weight.device
+        dev = _weight_device(model, t)
         eigens[t.name] = (eig[("G", t.name)].to(device=dev), eig[("A", t.input_key)].to(device=dev))
     keys = {f"{k}:{m}": inputs.key((k, m), eig=True).digest for k, m in fids}
     return CurvatureResult(

@@ -13,6 +13,7 @@ from typing import Any
 from service.config import Settings
 from service.spec import EvaluationSpec
 from workers.evaluation import (
+    TopKReference,
     evaluate_agreement,
     evaluate_perplexity,
     evaluate_recitation,
@@ -53,7 +54,7 @@ class EvaluationSuite:
         self.data = data
         self.model = model
         self.tokenizer = tokenizer
-        self.reference = None
+        self.reference: TopKReference | None = None
 
     def prepare_reference(self) -> None:
         """Top-k of the current (unedited) model on the agreement texts."""

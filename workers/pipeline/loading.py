@@ -55,6 +55,7 @@ def resolve_model_dir(spec: ModelSpec, settings: Settings) -> tuple[Path, str]:
         return path, spec.path
     from huggingface_hub import snapshot_download
 
+    assert spec.hub_id is not None
     label = f"{spec.hub_id}@{spec.revision}"
     try:
         snap = snapshot_download(
@@ -100,7 +101,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
         )
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         if not settings.device_map:
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]
     except torch.cuda.OutOfMemoryError as exc:
         raise PipelineError("out_of_memory", f"{label}: out of GPU memory while loading: {exc}") from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -151,7 +151,7 @@ def _run(
         model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
     )
     model_files = fingerprint_model_dir(loaded.model_dir)
-    fingerprints = {
+    fingerprints: dict[str, Any] = {
         "model": combine(model_files),
         "model_files": model_files,
         "calibration": fingerprint_texts(calib_texts),
@@ -172,9 +172,9 @@ def _run(
     # ---- collect_factors + eigendecompose (cache-aware)
     inputs = CurvatureInputs(
         model_label=loaded.label,
-        model_fingerprint=fingerprints["model"],
+        model_fingerprint=str(fingerprints["model"]),
         model_dtype=str(loaded.dtype).removeprefix("torch."),
-        corpus_fingerprint=fingerprints["calibration"],
+        corpus_fingerprint=str(fingerprints["calibration"]),
         texts=calib_texts,
         tokenizer=tokenizer,
         max_tokens=spec.calibration.max_tokens,
@@ -187,9 +187,7 @@ def _run(
     guarded = (
         None if cache is None else GuardedCache(cache, lambda msg: reporter.event("warning", msg, {"kind": "cache"}))
     )
-    curv = compute_curvature(
-        model, targets, inputs, reporter=reporter, cache=guarded, on_stage=lambda n, c: clock.stage(n, c)
-    )
+    curv = compute_curvature(model, targets, inputs, reporter=reporter, cache=guarded, on_stage=clock.stage)
 
     # ---- edit: one edited copy of the targets' weights per sweep point
     clock.stage("edit")
