@@ -102,7 +102,7 @@ def keep_counts(eig_out: torch.Tensor, eig_in: torch.Tensor, keep_mass: float) -
     lo = torch.zeros(1, dtype=torch.long, device=lam.device)
     hi = pmax.view(torch.long) + 1
     for _ in range(64):
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
+        mid = lo + torch.div(hi - lo, 2, rounding_mode="floor")  # no int64 overflow
         mid = torch.maximum(mid, torch.ones_like(mid))  # τ > 0
         ok = stairs.mass(stairs.counts(_from_bits(mid))) >= target
         lo = torch.where(ok, mid, lo)

@@ -144,8 +144,7 @@ def resolve_targets(
     unknown = [r for r in roles if r not in available_roles]
     if unknown:
         raise TargetError(
-            f"projection role(s) {unknown} not found in {type(model).__name__}; "
-            f"it has roles {available_roles}"
+            f"projection role(s) {unknown} not found in {type(model).__name__}; it has roles {available_roles}"
         )
     if layers is None:
         idx = list(range(n))
@@ -176,9 +175,7 @@ def _resolve_modules(
 ) -> list[EditTarget]:
     if not patterns:
         raise TargetError("modules must not be empty")
-    editable = [
-        name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) or _is_conv1d(mod)
-    ]
+    editable = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) or _is_conv1d(mod)]
     chosen: set[str] = set()
     for pattern in patterns:
         hits = [name for name in editable if fnmatch.fnmatchcase(name, pattern)]

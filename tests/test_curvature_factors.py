@@ -1,0 +1,238 @@
+"""collect_factors against an explicit per-position autograd oracle on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.tiny_models import build_model
+from workers.curvature.factors import KFACFactors, collect_factors, merge_factors
+from workers.curvature.targets import EditTarget, resolve_targets
+from workers.pipeline.reporting import JobCancelled
+
+V = 48
+
+
+def make_batches(seed: int = 0, n: int = 6, T: int = 10, bs: int = 3, pad: bool = True) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, V, (n, T), generator=gen)
+    mask = torch.ones(n, T, dtype=torch.long)
+    if pad:  # right padding of various lengths, one row shorter than 2 tokens
+        for row, keep in enumerate([T, 7, 4, T, 1, 9][:n]):
+            mask[row, keep:] = 0
+            ids[row, keep:] = 1
+    return [{"input_ids": ids[i : i + bs], "attention_mask": mask[i : i + bs]} for i in range(0, n, bs)]
+
+
+def _capture(store: dict, name: str):
+    def fn(mod, args, out):
+        out.retain_grad()
+        store[name] = (args[0], out)
+
+    return fn
+
+
+def oracle(model, batches, targets: list[EditTarget], fisher: str, seed: int = 0) -> dict[str, KFACFactors]:
+    """Full backward with weight gradients, then A and G summed position by position."""
+    gen = torch.Generator().manual_seed(seed)
+    A = {t.name: torch.zeros(t.in_features, t.in_features, dtype=torch.float64) for t in targets}
+    G = {t.name: torch.zeros(t.out_features, t.out_features, dtype=torch.float64) for t in targets}
+    count = 0
+    for batch in batches:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        B, T = ids.shape
+        valid = [(b, t) for b in range(B) for t in range(T - 1) if mask[b, t] and mask[b, t + 1]]
+        captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        handles = [t.module(model).register_forward_hook(_capture(captured, t.name)) for t in targets]
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        for h in handles:
+            h.remove()
+        if not valid:
+            continue
+        lg = torch.stack([logits[b, t] for b, t in valid])
+        if fisher == "sampled":
+            labels = torch.multinomial(torch.softmax(lg.detach(), -1), 1, generator=gen).squeeze(1)
+        else:
+            labels = torch.stack([ids[b, t + 1] for b, t in valid])
+        F.cross_entropy(lg, labels, reduction="sum").backward()
+        for t in targets:
+            a_all, out = captured[t.name]
+            w_grad = t.module(model).weight.grad
+            w_grad = w_grad.T if t.kind == "conv1d" else w_grad
+            explicit = torch.zeros(t.out_features, t.in_features, dtype=torch.float64)
+            for b, s in valid:
+                a = a_all[b, s].detach().double()
+                g = out.grad[b, s].double()
+                A[t.name] += torch.outer(a, a)
+                G[t.name] += torch.outer(g, g)
+            for b in range(B):  # the weight gradient is sum_t g_t a_t^T over *all* positions
+                for s in range(T):
+                    explicit += torch.outer(out.grad[b, s].double(), a_all[b, s].detach().double())
+            torch.testing.assert_close(explicit, w_grad.double(), rtol=1e-4, atol=1e-6)
+        count += len(valid)
+    model.zero_grad(set_to_none=True)
+    return {t.name: KFACFactors(A[t.name].float(), G[t.name].float(), count) for t in targets}
+
+
+def assert_factors_close(got: dict[str, KFACFactors], want: dict[str, KFACFactors]) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].count == want[name].count
+        for attr in ("A_sum", "G_sum"):
+            g, w = getattr(got[name], attr), getattr(want[name], attr)
+            assert g.dtype == torch.float32
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max()))
+
+
+@pytest.mark.parametrize("fisher", ["sampled", "empirical"])
+@pytest.mark.parametrize(
+    ("family", "layers", "roles"),
+    [("llama", [1, 2], ["gate", "up", "down"]), ("gpt2", [-1], ["up", "down"]), ("gpt_neox", [0, 2], ["up"])],
+)
+def test_matches_per_position_oracle(family: str, layers: list[int], roles: list[str], fisher: str) -> None:
+    model = build_model(family, vocab_size=V, seed=3, layers=3)
+    targets = resolve_targets(model, layers=layers, projections=roles)
+    batches = make_batches()
+    got = collect_factors(model, batches, targets, fisher=fisher, seed=11)
+    want = oracle(model, batches, targets, fisher, seed=11)
+    assert_factors_close(got, want)
+
+
+def test_gate_and_up_share_one_A_tensor() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[1], projections=["gate", "up", "down"])
+    f = collect_factors(model, make_batches(), targets)
+    gate, up, down = (f[t.name] for t in targets)
+    assert gate.A_sum is up.A_sum and down.A_sum is not gate.A_sum
+
+
+def test_sampled_labels_depend_on_seed_only() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[0], projections=["up"])
+    name = targets[0].name
+    a = collect_factors(model, make_batches(), targets, seed=1)[name].G_sum
+    b = collect_factors(model, make_batches(), targets, seed=1)[name].G_sum
+    c = collect_factors(model, make_batches(), targets, seed=2)[name].G_sum
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_padding_and_last_positions_are_excluded() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[0], projections=["up"])
+    batches = make_batches()
+    f = collect_factors(model, batches, targets, fisher="empirical")
+    expected = sum(int((b["attention_mask"][:, :-1] * b["attention_mask"][:, 1:]).sum()) for b in batches)
+    assert f[targets[0].name].count == expected == (9 + 6 + 3 + 9 + 0 + 8)
+
+
+def test_backward_is_cut_below_the_earliest_target_and_no_weight_grads() -> None:
+    model = build_model("llama", vocab_size=V, layers=4)
+    targets = resolve_targets(model, layers=[2, 3], projections=["gate", "up"])
+    needs_grad: dict[int, bool] = {}
+
+    def record(i):
+        def fn(mod, args, out):
+            hidden = out[0] if isinstance(out, tuple) else out
+            needs_grad[i] = bool(hidden.requires_grad)
+
+        return fn
+
+    handles = [layer.register_forward_hook(record(i)) for i, layer in enumerate(model.model.layers)]
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    collect_factors(model, make_batches(), targets)
+    for h in handles:
+        h.remove()
+    assert needs_grad == {0: False, 1: False, 2: True, 3: True}  # no graph (so no backward) below layer 2
+    assert all(p.grad is None for p in model.parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert not model._forward_hooks and not model.model.layers[2].mlp.gate_proj._forward_hooks
+
+
+def test_shards_merge_to_the_whole() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[1], projections=["gate", "up"])
+    batches = make_batches(n=6)
+    whole = collect_factors(model, batches, targets, fisher="empirical")
+    parts = [collect_factors(model, [b], targets, fisher="empirical") for b in batches]
+    merged = merge_factors(parts)
+    assert_factors_close(merged, whole)
+    assert merged[targets[0].name].A_sum is merged[targets[1].name].A_sum
+    summed = parts[0][targets[0].name] + parts[1][targets[0].name]
+    assert summed.count == whole[targets[0].name].count
+
+
+def test_progress_and_cancellation() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[1], projections=["up"])
+    batches = make_batches(pad=False)
+    seen: list[tuple[int, int | None]] = []
+    collect_factors(model, batches, targets, total_tokens=60, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(30, 60), (60, 60)]
+    calls = iter([False, True])
+    with pytest.raises(JobCancelled):
+        collect_factors(model, batches, targets, should_cancel=lambda: next(calls))
+    assert all(p.requires_grad for p in model.parameters())
+    assert not targets[0].module(model)._forward_hooks
+
+
+def test_low_precision_models_accumulate_in_float32() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[1], projections=["up"])
+    batches = make_batches()
+    ref = collect_factors(model, batches, targets, fisher="empirical")[targets[0].name]
+    got = collect_factors(model.to(torch.bfloat16), batches, targets, fisher="empirical")[targets[0].name]
+    assert got.A_sum.dtype == got.G_sum.dtype == torch.float32
+    for a, b in ((got.A_sum, ref.A_sum), (got.G_sum, ref.G_sum)):
+        assert float((a - b).norm() / b.norm()) < 0.05
+
+
+def test_accumulators_live_beside_their_layer() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[0, 1], projections=["up"])
+    f = collect_factors(model, make_batches(), targets)
+    for t in targets:
+        dev = t.module(model).weight.device
+        assert f[t.name].A_sum.device == dev and f[t.name].G_sum.device == dev
+
+
+def _split_devices() -> tuple[str, str] | None:
+    if torch.cuda.is_available():
+        return ("cuda:0", "cuda:1") if torch.cuda.device_count() >= 2 else ("cpu", "cuda:0")
+    return None
+
+
+@pytest.mark.skipif(
+    _split_devices() is None,
+    reason="spreading a model over two devices needs a CUDA device (CPU offers only one device to split over)",
+)
+def test_model_spread_over_two_devices() -> None:  # pragma: no cover - needs a GPU
+    first, second = _split_devices()  # type: ignore[misc]
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[0, 1], projections=["gate", "up"])
+    batches = make_batches()
+    want = collect_factors(model, batches, targets, fisher="empirical")
+    model.model.embed_tokens.to(first)
+    model.model.rotary_emb.to(first)
+    model.model.layers[0].to(first)
+    model.model.layers[1].to(second)
+    model.model.norm.to(second)
+    model.lm_head.to(second)
+
+    def move(mod, args, kwargs):
+        dev = next(mod.parameters()).device
+        args = tuple(a.to(dev) if torch.is_tensor(a) else a for a in args)
+        kwargs = {
+            k: (v.to(dev) if torch.is_tensor(v) else tuple(x.to(dev) for x in v) if isinstance(v, tuple) else v)
+            for k, v in kwargs.items()
+        }
+        return args, kwargs
+
+    for mod in (model.model.layers[1], model.model.norm, model.lm_head):
+        mod.register_forward_pre_hook(move, with_kwargs=True)
+    got = collect_factors(model, batches, targets, fisher="empirical")
+    for t in targets:
+        assert got[t.name].A_sum.device == t.module(model).weight.device
+    assert {str(got[t.name].G_sum.device) for t in targets} == {first, second}
+    assert_factors_close({k: v.to("cpu") for k, v in got.items()}, want)
