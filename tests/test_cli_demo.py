@@ -45,7 +45,7 @@ def test_demo_starts_a_stack_runs_the_spec_and_stops_it(tmp_path: Path, tiny_lla
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    for text in ("stack up at", "succeeded", "recitation (strict)", "perplexity", "agreement nDCG@k", "demo wall time"):
+    for text in ("stack up at", "succeeded", "recitation (strict)", "perplexity", "agreement nDCG@5", "demo wall time"):
         assert text in out, out[-4000:]
     assert str(tmp_path / "out" / "demo-out") in out
     assert (tmp_path / "out" / "demo-out" / "manifest.json").is_file()

@@ -44,7 +44,7 @@ def test_edit_in_process_prints_table_and_writes_artifacts(roots: Path) -> None:
     result = runner.invoke(app, ["edit", "--spec", str(path), "--cache", str(roots / "fcache")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = result.output
-    for text in ("collect_factors", "export", "perplexity", "agreement nDCG@k", "keep_mass = 0.8", "edit finished"):
+    for text in ("collect_factors", "export", "perplexity", "agreement nDCG@5", "keep_mass = 0.8", "edit finished"):
         assert text in out
     assert str(roots / "out" / "edited") in out
     assert (roots / "out" / "edited" / "manifest.json").is_file()

@@ -227,12 +227,14 @@ def sweep_results(record: Mapping[str, Any]) -> list[dict[str, Any]]:
                 before, after = flatten(baseline), flatten(metrics)
             else:
                 continue
+            agreement = metrics.get("agreement")
             results.append(
                 {
                     "keep_mass": item.get("keep_mass"),
                     "before": before,
                     "after": after,
                     "artifacts": item.get("artifacts") or None,
+                    "k": agreement.get("k") if isinstance(agreement, Mapping) else None,
                 }
             )
         return results
@@ -248,7 +250,7 @@ def job_artifacts(record: Mapping[str, Any]) -> Any:
     return None
 
 
-def metrics_table(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "") -> Table:
+def metrics_table(before: Mapping[str, Any], after: Mapping[str, Any], title: str = "", k: int | None = None) -> Table:
     table = Table(title=title or None, title_justify="left")
     table.add_column("metric")
     table.add_column("before", justify="right")
@@ -260,6 +262,8 @@ def metrics_table(before: Mapping[str, Any], after: Mapping[str, Any], title: st
     for key in keys:
         b, a = before.get(key), after.get(key)
         label, lower_better = METRIC_LABELS.get(key.lower(), (key, True))
+        if k is not None:
+            label = label.replace("@k", f"@{k}").replace("top-k", f"top-{k}")
         if isinstance(b, int | float) and isinstance(a, int | float):
             diff = a - b
             rel = f"{diff / b * 100:+.1f}%" if b else "n/a"
@@ -282,7 +286,7 @@ def print_results(console: Console, record: Mapping[str, Any]) -> None:
     for res in results:
         km = res["keep_mass"]
         title = f"keep_mass = {km}" if km is not None else "before / after the edit"
-        console.print(metrics_table(res["before"], res["after"], title))
+        console.print(metrics_table(res["before"], res["after"], title, k=res.get("k")))
         if res["artifacts"]:
             where = format_artifacts(res["artifacts"])
             console.print(f"[bold]edited model:[/] {where}", highlight=False, soft_wrap=True)
