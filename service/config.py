@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     )
     factor_cache_bytes: int = Field(default=8 * 2**30, ge=0, description="Cache byte budget (LRU-evicted).")
     factor_chunk_bytes: int = Field(default=64 * 2**20, ge=2**16, le=500 * 2**20)
+    collect_shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Split factor collection into this many RQ shard jobs (the sums are additive); "
+        "1 = the job collects alone. Needs the factor cache (it carries the partial sums).",
+    )
 
     # --- Security and limits ---------------------------------------------------------------
     api_keys: str = Field(

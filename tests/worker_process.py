@@ -34,6 +34,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         CURVEDIT_FACTOR_CHUNK_BYTES=str(settings.factor_chunk_bytes),
         CURVEDIT_WORKER_HEARTBEAT_S=str(settings.worker_heartbeat_s),
         CURVEDIT_JOB_MAX_ATTEMPTS=str(settings.job_max_attempts),
+        CURVEDIT_COLLECT_SHARDS=str(settings.collect_shards),
         CURVEDIT_DEVICE="cpu",
         OMP_NUM_THREADS="1",
         TOKENIZERS_PARALLELISM="false",

@@ -29,8 +29,11 @@ def retry_rq_id(job_id: str, attempt: int) -> str:
 
 
 def record_id_of(rq_job: Job) -> str | None:
-    """The job-record id an RQ job runs (its single argument)."""
+    """The job-record id an edit-job RQ job runs (its single argument); None for other functions
+    (factor shards, whose death the parent job handles by collecting the shard itself)."""
     try:
+        if rq_job.func_name != JOB_FUNCTION:
+            return None
         args = rq_job.args
     except Exception:  # noqa: BLE001 - undecodable job data
         return None

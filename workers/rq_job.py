@@ -75,6 +75,7 @@ def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: s
     from workers.pipeline.errors import PipelineError
     from workers.pipeline.reporting import JobCancelled
     from workers.pipeline.run import run_pipeline
+    from workers.shards import RQShardFanout
 
     try:
         spec = EditJobSpec.model_validate(raw_spec)
@@ -84,7 +85,8 @@ def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: s
     reporter = RedisReporter(store, job_id)
     try:
         cache = open_factor_cache(settings, client)
-        result = run_pipeline(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache)
+        fanout = RQShardFanout(client, settings, job_id) if settings.collect_shards > 1 else None
+        result = run_pipeline(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache, fanout=fanout)
     except JobCancelled as exc:
         store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
         store.mark_cancelled(job_id)

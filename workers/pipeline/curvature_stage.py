@@ -5,21 +5,32 @@ factors whose eigenbasis is missing need their sums, and only sums missing from 
 collected — in one pass over the calibration stream for exactly the targets that need it. New
 sums and eigenbases are written back. A job on the same model and corpus with another
 ``keep_mass`` therefore skips both ``collect_factors`` and ``eigendecompose``.
+
+With ``settings.collect_shards = k > 1`` the packed calibration rows are split into ``k`` shards.
+Each shard's sums are a cache entry of their own (the cache carries them between machines); shards
+missing from the cache are offered to other workers through a ``ShardFanout`` (RQ jobs, see
+``workers.shards``) and the job itself collects every shard nobody has started yet, so it finishes
+even with no other worker. The shard sums are then added (the reduce) and cached as the full sums.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from service.config import Settings
+from service.spec import EditJobSpec
 from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts
 from workers.pipeline.errors import PipelineError
+from workers.pipeline.fingerprint import combine, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.loading import LoadedModel
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 
 log = logging.getLogger(__name__)
@@ -43,6 +54,7 @@ class CurvatureInputs:
     fisher: str
     seed: int
     eig_dtype: str
+    shards: int = 1
 
     def sum_args(self, kind: str) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -55,7 +67,16 @@ class CurvatureInputs:
         }
         if kind == "G":  # A is a forward-only statistic: the label distribution does not touch it
             args.update(fisher=self.fisher, seed=self.seed)
+        if self.shards > 1:  # sampled labels are drawn per shard: a different (equally valid) estimate
+            args["shards"] = self.shards
         return args
+
+    def shard_key(self, fid: FactorId, shard: int) -> CacheKey:
+        base = self.key(fid, eig=False)
+        return CacheKey(kind=base.kind, module=base.module, args={**base.args, "shard": shard}, model=base.model)
+
+    def shard_seed(self, shard: int) -> int:
+        return self.seed if self.shards == 1 else self.seed * 1_000_003 + shard
 
     def key(self, fid: FactorId, eig: bool) -> CacheKey:
         kind, module = fid
@@ -64,6 +85,25 @@ class CurvatureInputs:
         if eig:
             args = {**args, "eig_dtype": self.eig_dtype}
         return CacheKey(kind=entry, module=module, args=args, model=self.model_label)
+
+
+def curvature_inputs(spec: EditJobSpec, settings: Settings, loaded: LoadedModel, texts: list[str]) -> CurvatureInputs:
+    """The cache-key inputs of a job (fingerprints of the model directory and the corpus)."""
+    return CurvatureInputs(
+        model_label=loaded.label,
+        model_fingerprint=combine(fingerprint_model_dir(loaded.model_dir)),
+        model_dtype=str(loaded.dtype).removeprefix("torch."),
+        corpus_fingerprint=fingerprint_texts(texts),
+        texts=texts,
+        tokenizer=loaded.tokenizer,
+        max_tokens=spec.calibration.max_tokens,
+        seq_len=spec.calibration.seq_len,
+        batch_size=spec.calibration.batch_size,
+        fisher=spec.curvature.fisher,
+        seed=spec.curvature.seed,
+        eig_dtype=spec.curvature.eig_dtype,
+        shards=settings.collect_shards,
+    )
 
 
 @dataclass
@@ -98,6 +138,161 @@ def _weight_device(model: Any, target: EditTarget) -> torch.device:
     return weight.device
 
 
+class ShardFanout(Protocol):
+    """Runs shards elsewhere (``workers.shards.RQShardFanout``). Handles are opaque strings."""
+
+    def submit(self, shard: int, shards: int, targets: list[str]) -> str:
+        """Offer one shard to other workers; returns a handle."""
+
+    def state(self, handle: str) -> str:
+        """``pending`` (nobody started it), ``running``, ``done`` or ``failed``."""
+
+    def steal(self, handle: str) -> bool:
+        """Take back a shard nobody started; True when the caller must now collect it itself."""
+
+
+def pack_calibration(inputs: CurvatureInputs) -> torch.Tensor:
+    try:
+        return pack_texts(inputs.tokenizer, inputs.texts, inputs.seq_len, inputs.max_tokens)
+    except ValueError as exc:
+        raise PipelineError("invalid_dataset", f"calibration: {exc}") from exc
+
+
+def shard_rows(n_seq: int, shards: int, shard: int) -> slice:
+    """Rows of the packed calibration tensor that belong to ``shard`` (contiguous, near-equal)."""
+    return slice(n_seq * shard // shards, n_seq * (shard + 1) // shards)
+
+
+def collect_sums(
+    model: Any,
+    targets: list[EditTarget],
+    inputs: CurvatureInputs,
+    ids: torch.Tensor,
+    *,
+    seed: int,
+    progress: Callable[[int, int | None], None] | None,
+    should_cancel: Callable[[], bool] | None,
+) -> dict[FactorId, tuple[torch.Tensor, int]]:
+    """K-FAC sums of ``targets`` over the rows ``ids`` (one pass), keyed by factor id."""
+    out: dict[FactorId, tuple[torch.Tensor, int]] = {}
+    if ids.shape[0] == 0:
+        for t in targets:
+            out.setdefault(("A", t.input_key), (torch.zeros(t.in_features, t.in_features), 0))
+            out[("G", t.name)] = (torch.zeros(t.out_features, t.out_features), 0)
+        return out
+    factors = collect_factors(
+        model,
+        iter_batches(ids, inputs.batch_size),
+        targets,
+        inputs.fisher,  # type: ignore[arg-type]
+        seed=seed,
+        total_tokens=int(ids.numel()),
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    for t in targets:
+        f = factors[t.name]
+        out.setdefault(("A", t.input_key), (f.A_sum, int(f.count)))
+        out[("G", t.name)] = (f.G_sum, int(f.count))
+    return out
+
+
+def _entry(mat: torch.Tensor, count: int) -> dict[str, torch.Tensor]:
+    return {"sum": mat, "count": torch.tensor(int(count), dtype=torch.int64)}
+
+
+def store_shard(cache: FactorCache, inputs: CurvatureInputs, shard: int, sums: dict[FactorId, Any]) -> None:
+    for fid, (mat, count) in sums.items():
+        cache.put(inputs.shard_key(fid, shard), _entry(mat, count))
+
+
+def _collect_sharded(
+    model: Any,
+    targets: list[EditTarget],
+    need: list[FactorId],
+    inputs: CurvatureInputs,
+    ids: torch.Tensor,
+    *,
+    cache: FactorCache,
+    fanout: ShardFanout | None,
+    reporter: Reporter,
+) -> dict[FactorId, tuple[torch.Tensor, int]]:
+    """Sums over all shards: cached shards, shards other workers collect, and the rest here."""
+    k = inputs.shards
+    acc: dict[FactorId, tuple[torch.Tensor, int]] = {}
+    done: set[int] = set()
+
+    def add(shard: int, part: dict[FactorId, tuple[torch.Tensor, int]]) -> None:
+        for fid in need:
+            mat, count = part[fid]
+            if fid in acc:
+                prev, n = acc[fid]
+                acc[fid] = (prev + mat.to(prev.device), n + count)
+            else:
+                acc[fid] = (mat.clone(), count)
+        done.add(shard)
+        reporter.progress(len(done) / k)
+
+    def cached(shard: int) -> dict[FactorId, tuple[torch.Tensor, int]] | None:
+        part = {}
+        for fid in need:
+            got = cache.get(inputs.shard_key(fid, shard))
+            if got is None:
+                return None
+            part[fid] = (got["sum"], int(got["count"]))
+        return part
+
+    def collect_here(shard: int) -> None:
+        part = collect_sums(
+            model,
+            targets,
+            inputs,
+            ids[shard_rows(ids.shape[0], k, shard)],
+            seed=inputs.shard_seed(shard),
+            progress=None,
+            should_cancel=reporter.cancelled,
+        )
+        store_shard(cache, inputs, shard, part)
+        add(shard, part)
+
+    for shard in range(k):
+        part = cached(shard)
+        if part is not None:
+            add(shard, part)
+    names = [t.name for t in targets]
+    handles = {s: fanout.submit(s, k, names) for s in range(k) if s not in done} if fanout else {}
+    reporter.event(
+        "info",
+        f"factor collection in {k} shards: {len(done)} cached, {len(handles)} offered to other workers",
+        {"kind": "shards", "shards": k, "cached": sorted(done), "offered": sorted(handles)},
+    )
+    while len(done) < k:
+        if reporter.cancelled():
+            raise JobCancelled("cancelled during sharded factor collection")
+        progressed = False
+        for shard in sorted(set(range(k)) - done, reverse=True):  # steal from the back of the queue
+            handle = handles.get(shard)
+            if handle is None:
+                collect_here(shard)
+                progressed = True
+                break
+            state = fanout.state(handle) if fanout else "failed"
+            if state == "done":
+                part = cached(shard)
+                if part is None:
+                    collect_here(shard)
+                else:
+                    add(shard, part)
+                progressed = True
+            elif state == "failed" or (state == "pending" and fanout is not None and fanout.steal(handle)):
+                collect_here(shard)
+                progressed = True
+                break
+        if not progressed:
+            time.sleep(0.25)
+    return acc
+
+
 def compute_curvature(
     model: Any,
     targets: list[EditTarget],
@@ -106,6 +301,7 @@ def compute_curvature(
     reporter: Reporter,
     cache: FactorCache | None,
     on_stage: Callable[[Stage, bool], None],
+    fanout: ShardFanout | None = None,
 ) -> CurvatureResult:
     """Eigenbases ``{target name: (G-eigen, A-eigen)}``, from the cache where possible.
 
@@ -134,10 +330,7 @@ def compute_curvature(
     on_stage("collect_factors", not need_targets)
     tokens = None
     if need_targets:
-        try:
-            ids = pack_texts(inputs.tokenizer, inputs.texts, inputs.seq_len, inputs.max_tokens)
-        except ValueError as exc:
-            raise PipelineError("invalid_dataset", f"calibration: {exc}") from exc
+        ids = pack_calibration(inputs)
         tokens = int(ids.numel())
         reporter.event(
             "info",
@@ -148,26 +341,24 @@ def compute_curvature(
         def progress(done: int, total: int | None) -> None:
             reporter.progress(done / total if total else 0.0, tokens_done=done, tokens_total=total)
 
-        factors = collect_factors(
-            model,
-            iter_batches(ids, inputs.batch_size),
-            need_targets,
-            inputs.fisher,  # type: ignore[arg-type]
-            seed=inputs.seed,
-            total_tokens=tokens,
-            progress=progress,
-            should_cancel=reporter.cancelled,
-        )
-        for t in need_targets:
-            f = factors[t.name]
-            for fid, mat in ((("A", t.input_key), f.A_sum), (("G", t.name), f.G_sum)):
-                if fid in need and fid not in sums:
-                    sums[fid] = (mat, int(f.count))
-                    if cache is not None:
-                        cache.put(
-                            inputs.key(fid, eig=False),
-                            {"sum": mat, "count": torch.tensor(int(f.count), dtype=torch.int64)},
-                        )
+        if inputs.shards > 1 and cache is not None:
+            collected = _collect_sharded(
+                model, need_targets, need, inputs, ids, cache=cache, fanout=fanout, reporter=reporter
+            )
+        else:
+            collected = collect_sums(
+                model,
+                need_targets,
+                inputs,
+                ids,
+                seed=inputs.seed,
+                progress=progress,
+                should_cancel=reporter.cancelled,
+            )
+        for fid in need:
+            sums[fid] = collected[fid]
+            if cache is not None:
+                cache.put(inputs.key(fid, eig=False), _entry(*collected[fid]))
     else:
         reporter.event("info", "K-FAC factors served from the factor cache", {"kind": "cache", **stats})
 

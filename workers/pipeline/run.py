@@ -28,7 +28,7 @@ from workers.curvature import EditTarget, TargetError, apply_edit, resolve_targe
 from workers.curvature.targets import num_layers
 from workers.evaluation import compare
 from workers.pipeline.confine import confined
-from workers.pipeline.curvature_stage import CurvatureInputs, compute_curvature
+from workers.pipeline.curvature_stage import ShardFanout, compute_curvature, curvature_inputs
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.evaluation_stage import EvaluationSuite, resolve_evaluation
 from workers.pipeline.fingerprint import combine, fingerprint_model_dir, fingerprint_texts
@@ -120,19 +120,27 @@ def run_pipeline(
     job_id: str,
     reporter: Reporter,
     cache: FactorCache | None,
+    fanout: ShardFanout | None = None,
 ) -> dict[str, Any]:
     """Run one edit job; returns the job result (JSON-serialisable).
 
     Result: ``{"results": [{keep_mass, layers, metrics, comparison, artifacts}], "baseline": metrics,
     "cache": {stage: {hits, misses}}, "cached_stages": {stage: bool}, "timings": {stage: s},
     "targets": [...], "fingerprints": {...}, "output": {...}}``.
-    Raises ``PipelineError`` (typed failure) or ``JobCancelled``."""
+    ``fanout`` (optional) offers factor-collection shards to other workers when
+    ``settings.collect_shards > 1``. Raises ``PipelineError`` (typed failure) or ``JobCancelled``."""
     with _typed_errors():
-        return _run(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache)
+        return _run(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache, fanout=fanout)
 
 
 def _run(
-    spec: EditJobSpec, *, settings: Settings, job_id: str, reporter: Reporter, cache: FactorCache | None
+    spec: EditJobSpec,
+    *,
+    settings: Settings,
+    job_id: str,
+    reporter: Reporter,
+    cache: FactorCache | None,
+    fanout: ShardFanout | None,
 ) -> dict[str, Any]:
     clock = _Clock(reporter)
     t_start = time.perf_counter()
@@ -170,24 +178,13 @@ def _run(
     _check_cancel(reporter, "load_model")
 
     # ---- collect_factors + eigendecompose (cache-aware)
-    inputs = CurvatureInputs(
-        model_label=loaded.label,
-        model_fingerprint=str(fingerprints["model"]),
-        model_dtype=str(loaded.dtype).removeprefix("torch."),
-        corpus_fingerprint=str(fingerprints["calibration"]),
-        texts=calib_texts,
-        tokenizer=tokenizer,
-        max_tokens=spec.calibration.max_tokens,
-        seq_len=spec.calibration.seq_len,
-        batch_size=spec.calibration.batch_size,
-        fisher=spec.curvature.fisher,
-        seed=spec.curvature.seed,
-        eig_dtype=spec.curvature.eig_dtype,
-    )
+    inputs = curvature_inputs(spec, settings, loaded, calib_texts)
     guarded = (
         None if cache is None else GuardedCache(cache, lambda msg: reporter.event("warning", msg, {"kind": "cache"}))
     )
-    curv = compute_curvature(model, targets, inputs, reporter=reporter, cache=guarded, on_stage=clock.stage)
+    curv = compute_curvature(
+        model, targets, inputs, reporter=reporter, cache=guarded, on_stage=clock.stage, fanout=fanout
+    )
 
     # ---- edit: one edited copy of the targets' weights per sweep point
     clock.stage("edit")

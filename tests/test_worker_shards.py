@@ -1,0 +1,81 @@
+"""Sharded factor collection: the reduce of shard sums equals one pass over the whole corpus, and
+with two real workers a job's shards run on the other worker too (RQ jobs, cache as transport)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+
+from service.config import Settings
+from service.store.jobs import JobStore
+from tests.test_pipeline_run import make_spec
+from tests.test_worker_e2e import spec as job_spec
+from tests.tiny_models import save_tiny
+from tests.worker_process import submit, wait_terminal, worker_process
+from workers.cache import open_factor_cache
+from workers.curvature import resolve_targets
+from workers.pipeline.curvature_stage import collect_sums, curvature_inputs, pack_calibration
+from workers.pipeline.loading import load_model
+from workers.pipeline.reporting import NullReporter
+from workers.pipeline.run import run_pipeline
+from workers.pipeline.sources import resolve_texts
+
+
+def test_sharded_sums_equal_one_pass(tmp_path: Path) -> None:
+    save_tiny(tmp_path / "models" / "tiny", "llama")
+    settings = Settings(
+        model_root=tmp_path / "models",
+        output_root=tmp_path / "out",
+        data_root=tmp_path,
+        factor_cache=str(tmp_path / "cache"),
+        collect_shards=3,
+        device="cpu",
+    )
+    spec = make_spec(curvature={"fisher": "empirical"}, edit={"layers": [1], "keep_mass": 0.8})
+    cache = open_factor_cache(settings)
+    rep = NullReporter()
+    run_pipeline(spec, settings=settings, job_id="sharded", reporter=rep, cache=cache)
+    assert any(msg.startswith("factor collection in 3 shards") for _, msg, _ in rep.events)
+
+    loaded = load_model(spec.model, settings)
+    targets = resolve_targets(loaded.model, layers=[1], projections=["gate", "up"])
+    inputs = curvature_inputs(spec, settings, loaded, resolve_texts(spec.calibration, settings))
+    whole = collect_sums(
+        loaded.model, targets, inputs, pack_calibration(inputs), seed=0, progress=None, should_cancel=None
+    )
+    assert len(whole) == 3  # one shared A, two G
+    for fid, (mat, count) in whole.items():
+        merged = cache.get(inputs.key(fid, eig=False))
+        assert merged is not None and int(merged["count"]) == count
+        torch.testing.assert_close(merged["sum"], mat, rtol=1e-4, atol=1e-4)
+        assert all(cache.get(inputs.shard_key(fid, i)) is not None for i in range(3))
+
+
+@pytest.mark.slow
+def test_shards_fan_out_to_another_worker(tmp_path: Path, redis_url: str) -> None:
+    save_tiny(tmp_path / "models" / "tiny", "llama")
+    settings = Settings(
+        redis_url=redis_url,
+        queue_name=f"test-shards-{tmp_path.name}",
+        model_root=tmp_path / "models",
+        data_root=tmp_path,
+        output_root=tmp_path / "out",
+        dataset_dir=tmp_path / "datasets",
+        factor_chunk_bytes=2**16,
+        worker_heartbeat_s=1,
+        collect_shards=4,
+    )
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    log = tmp_path / "worker.log"
+    with worker_process(settings, log), worker_process(settings, log):
+        job = submit(client, settings, job_spec(0.6, "sharded", max_tokens=12_000))
+        rec = wait_terminal(store, job, 600, log)
+    assert rec["status"] == "succeeded", rec["error"]
+    shard_events = [e["data"] for e in store.events(job) if (e["data"] or {}).get("kind") == "shard"]
+    assert shard_events, "no shard ran on another worker"
+    assert all(e["worker"] != rec["worker"] for e in shard_events)
+    assert rec["result"]["cache"]["collect_factors"]["misses"] > 0

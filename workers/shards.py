@@ -1,0 +1,144 @@
+"""Factor-collection shards as RQ jobs: K-FAC sums are additive, so a big corpus fans out.
+
+``RQShardFanout`` (used by the job when ``settings.collect_shards > 1``) enqueues one RQ job per
+shard missing from the factor cache, ``workers.shards.run_shard_job(job_id, shard, shards,
+targets)``. A shard job loads the same model and corpus, collects the sums of its rows and writes
+them to the factor cache as a shard entry; the parent job adds the shards up (the reduce). The
+parent takes back (``steal``) any shard no worker has started and collects it itself, so a job
+never waits on a queue nobody serves. A shard job stops when its parent is cancelled or finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.config import Settings, get_settings
+from service.queue import get_queue
+from service.spec import EditJobSpec
+from service.store.jobs import TERMINAL_STATUSES, JobStore
+
+log = logging.getLogger(__name__)
+
+SHARD_FUNCTION = "workers.shards.run_shard_job"
+
+
+def shard_rq_id(job_id: str, shard: int, shards: int) -> str:
+    return f"{job_id}-shard-{shard}-of-{shards}"
+
+
+class RQShardFanout:
+    """``ShardFanout`` over the settings' RQ queue."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, job_id: str) -> None:
+        self.client = client
+        self.settings = settings
+        self.job_id = job_id
+        self.queue = get_queue(client, settings)
+
+    def submit(self, shard: int, shards: int, targets: list[str]) -> str:
+        rq_id = shard_rq_id(self.job_id, shard, shards)
+        self.queue.enqueue_call(
+            SHARD_FUNCTION,
+            args=(self.job_id, shard, shards, targets),
+            job_id=rq_id,
+            timeout=self.settings.job_timeout_s,
+            failure_ttl=self.settings.failure_ttl_s,
+            result_ttl=3600,
+            description=f"curvedit factor shard {shard + 1}/{shards} of {self.job_id}",
+        )
+        return rq_id
+
+    def state(self, handle: str) -> str:
+        try:
+            status = Job.fetch(handle, connection=self.client, serializer=JSONSerializer).get_status()
+        except NoSuchJobError:
+            return "failed"
+        if status == JobStatus.FINISHED:
+            return "done"
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            return "pending"
+        if status == JobStatus.STARTED:
+            return "running"
+        return "failed"
+
+    def steal(self, handle: str) -> bool:
+        """Remove the shard from the queue if it is still there (LREM is atomic: exactly one of
+        the parent and a dequeuing worker gets it)."""
+        if self.client.lrem(self.queue.key, 1, handle) != 1:
+            return False
+        with contextlib.suppress(NoSuchJobError):
+            Job.fetch(handle, connection=self.client, serializer=JSONSerializer).delete()
+        return True
+
+
+def run_shard_job(job_id: str, shard: int, shards: int, targets: list[str]) -> dict[str, Any]:
+    """RQ function: collect one shard's K-FAC sums into the factor cache."""
+    settings = get_settings()
+    client = redis.Redis.from_url(str(settings.redis_url))
+    try:
+        return _run_shard(client, settings, job_id, shard, shards, targets)
+    finally:
+        client.close()
+
+
+def _run_shard(
+    client: redis.Redis, settings: Settings, job_id: str, shard: int, shards: int, targets: list[str]
+) -> dict[str, Any]:
+    from workers.cache import open_factor_cache
+    from workers.curvature import resolve_targets
+    from workers.pipeline.curvature_stage import (
+        collect_sums,
+        curvature_inputs,
+        pack_calibration,
+        shard_rows,
+        store_shard,
+    )
+    from workers.pipeline.loading import load_model
+    from workers.pipeline.reporting import JobCancelled
+    from workers.pipeline.sources import resolve_texts
+
+    store = JobStore(client)
+    rec = store.get(job_id)
+    if rec is None or rec["status"] in TERMINAL_STATUSES or rec["cancel_requested"]:
+        return {"job_id": job_id, "shard": shard, "skipped": True}
+    cache = open_factor_cache(settings, client)
+    if cache is None:
+        raise RuntimeError("shard jobs need the factor cache (CURVEDIT_FACTOR_CACHE) to return their sums")
+    spec = EditJobSpec.model_validate(rec["spec"])
+    if settings.collect_shards != shards:
+        settings = settings.model_copy(update={"collect_shards": shards})
+    texts = resolve_texts(spec.calibration, settings, "calibration")
+    loaded = load_model(spec.model, settings)
+    chosen = resolve_targets(loaded.model, modules=targets)
+    inputs = curvature_inputs(spec, settings, loaded, texts)
+    ids = pack_calibration(inputs)
+    rows = ids[shard_rows(ids.shape[0], shards, shard)]
+    try:
+        sums = collect_sums(
+            loaded.model,
+            chosen,
+            inputs,
+            rows,
+            seed=inputs.shard_seed(shard),
+            progress=None,
+            should_cancel=lambda: store.cancel_requested(job_id) or store.status(job_id) in TERMINAL_STATUSES,
+        )
+    except JobCancelled:
+        return {"job_id": job_id, "shard": shard, "skipped": True}
+    store_shard(cache, inputs, shard, sums)
+    worker = os.environ.get("RQ_WORKER_ID", "")
+    store.append_event(
+        job_id,
+        "info",
+        f"factor shard {shard + 1}/{shards} collected ({int(rows.numel())} tokens) on {worker or 'a worker'}",
+        {"kind": "shard", "shard": shard, "shards": shards, "tokens": int(rows.numel()), "worker": worker},
+    )
+    return {"job_id": job_id, "shard": shard, "tokens": int(rows.numel())}
