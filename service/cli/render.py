@@ -86,11 +86,11 @@ class JobProgress:
     def __init__(self, console: Console | None = None, title: str = "") -> None:
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description:<32}"),
-            BarColumn(bar_width=32),
+            TextColumn("{task.description:<27}"),
+            BarColumn(bar_width=20),
             TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
             console=console,
             transient=False,
         )
@@ -98,6 +98,7 @@ class JobProgress:
         self.tasks: dict[str, TaskID] = {}
         self.current: str | None = None
         self.status_task: TaskID | None = None
+        self.token_info: dict[str, str] = {}
 
     def __enter__(self) -> JobProgress:
         self.progress.start()
@@ -115,12 +116,18 @@ class JobProgress:
                 self.progress.update(self.tasks[name], description=self._label(name, True))
             return
         if self.current is not None:
-            self.progress.update(self.tasks[self.current], completed=1.0)
+            self._finish(self.current)
         if self.status_task is not None:
             self.progress.update(self.status_task, visible=False)
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(self._label(name, cached), total=1.0, info="")
         self.current = name
+
+    def _finish(self, name: str) -> None:
+        """Mark a stage done: full bar, the clock stopped, no stale ETA."""
+        task_id = self.tasks[name]
+        self.progress.update(task_id, completed=1.0, info=self.token_info.get(name, ""))
+        self.progress.stop_task(task_id)
 
     def advance(
         self,
@@ -134,6 +141,7 @@ class JobProgress:
         info = []
         if tokens_done is not None:
             info.append(f"{tokens_done:,}" + (f"/{tokens_total:,} tok" if tokens_total else " tok"))
+            self.token_info[self.current] = info[0]
         if eta_s is not None and eta_s > 0:
             info.append(f"ETA {eta_s:.0f}s")
         kwargs: dict[str, Any] = {"info": "  ".join(info)}
@@ -162,8 +170,12 @@ class JobProgress:
             self.advance(*progress_fields(record))
         else:
             self.waiting(status or "queued")
-        if status == "succeeded" and self.current is not None:
-            self.progress.update(self.tasks[self.current], completed=1.0)
+        if status in ("succeeded", "failed", "cancelled") and self.current is not None:
+            if status == "succeeded":
+                self._finish(self.current)
+            else:
+                self.progress.update(self.tasks[self.current], description=f"{self.current} ({status})")
+                self.progress.stop_task(self.tasks[self.current])
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -291,10 +303,28 @@ def print_results(console: Console, record: Mapping[str, Any]) -> None:
             where = format_artifacts(res["artifacts"])
             console.print(f"[bold]edited model:[/] {where}", highlight=False, soft_wrap=True)
             console.print("  (Hugging Face model directory + delta.safetensors + manifest.json)", style="dim")
+    timings = stage_timings(record)
+    if timings:
+        console.print(f"[dim]stage times: {timings}[/]", highlight=False, soft_wrap=True)
     if not any(r["artifacts"] for r in results):
         art = job_artifacts(record)
         if art:
             console.print(f"[bold]edited model:[/] {format_artifacts(art)}", highlight=False, soft_wrap=True)
+
+
+def stage_timings(record: Mapping[str, Any]) -> str:
+    """``load_model 3.1s, collect_factors 0.2s (cached), ...`` from the result's timings."""
+    for root in _roots(record):
+        timings = root.get("timings")
+        if isinstance(timings, Mapping) and timings:
+            cached = cached_stages(record) | {str(k) for k, v in (root.get("cached_stages") or {}).items() if v}
+            parts = [
+                f"{name} {float(sec):.1f}s" + (" (cached)" if name in cached else "")
+                for name, sec in timings.items()
+                if isinstance(sec, int | float)
+            ]
+            return ", ".join(parts)
+    return ""
 
 
 def format_artifacts(art: Any) -> str:
