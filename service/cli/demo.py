@@ -48,6 +48,10 @@ def demo(
     client = CurveditClient(st.url, api_key=st.api_key)
     if client.is_up():
         console.print(f"using the stack at {st.url}")
+        try:
+            client.ready()
+        except CurveditAPIError as exc:
+            console.print(f"[yellow]warning:[/] {exc.message} - the job waits in the queue until a worker runs")
     else:
         client.close()
         settings = Settings()
