@@ -77,3 +77,24 @@ def test_killed_worker_and_horse_job_fails_worker_lost(tmp_path: Path, redis_url
     assert rec["error"]["code"] == "worker_lost"
     assert "no heartbeat" in rec["error"]["message"]
     assert not (settings.output_root / "lost").exists()
+
+
+def test_horse_dying_before_the_job_started_is_redelivered(tmp_path: Path, redis_url: str) -> None:
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    from service.queue import JOB_FUNCTION
+    from workers.worker_main import build_worker
+
+    settings = Settings(redis_url=redis_url, queue_name=f"test-redeliver-{tmp_path.name}", job_max_attempts=1)
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    job_id = store.create("tester", {"model": {"path": "x"}, "calibration": {"texts": ["a"]}})["id"]
+    rq_job = Job.create(JOB_FUNCTION, args=(job_id,), connection=client, serializer=JSONSerializer, id=job_id)
+    worker = build_worker(settings)
+    worker._on_horse_killed(rq_job, 123, signal.SIGKILL, None)  # as RQ calls it after waitpid
+    assert store.get(job_id)["status"] == "queued"
+    assert f"{job_id}-redeliver-1" in [j.decode() for j in client.lrange(f"rq:queue:{settings.queue_name}", 0, -1)]
+    worker._on_horse_killed(rq_job, 124, signal.SIGKILL, None)  # dies again: attempts exhausted
+    rec = store.get(job_id)
+    assert rec["status"] == "failed" and rec["error"]["code"] == "worker_lost"

@@ -5,7 +5,8 @@ died (``kill -9``, OOM killer, lost machine). ``recover_job`` moves it back to `
 enqueues a fresh RQ job (RQ id ``<job id>-attempt-<n>``, so the dead execution's RQ bookkeeping
 cannot touch the retry) while ``attempts < settings.job_max_attempts``; after that the job
 fails with ``error.code = "worker_lost"``. The worker runs ``reap_lost_jobs`` at start-up and
-periodically, and ``recover_job`` at once when its work horse dies. No torch here.
+periodically, and ``recover_job`` at once when its work horse dies (``redeliver_unstarted`` when
+the horse died before the job reached ``running``). No torch here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rq.job import Job
 from service.config import Settings
 from service.queue import JOB_FUNCTION, get_queue
 from service.store import keys
-from service.store.jobs import RUNNING, JobStore
+from service.store.jobs import QUEUED, RUNNING, JobStore
 from workers.lease import lease_holder, lease_key
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,7 @@ def recover_job(client: Any, settings: Settings, job_id: str, reason: str) -> st
     if attempts < settings.job_max_attempts:
         if not store.requeue(job_id, reason):
             return None
-        get_queue(client, settings).enqueue_call(
-            JOB_FUNCTION,
-            args=(job_id,),
-            job_id=retry_rq_id(job_id, attempts + 1),
-            timeout=settings.job_timeout_s,
-            failure_ttl=settings.failure_ttl_s,
-            result_ttl=settings.failure_ttl_s,
-            description=f"curvedit edit job {job_id} (retry {attempts + 1})",
-        )
+        _enqueue_retry(client, settings, job_id, retry_rq_id(job_id, attempts + 1), f"retry {attempts + 1}")
         log.warning("job %s requeued (attempt %d of %d): %s", job_id, attempts + 1, settings.job_max_attempts, reason)
         return "requeued"
     message = f"{reason}; gave up after {attempts} attempt(s) (CURVEDIT_JOB_MAX_ATTEMPTS={settings.job_max_attempts})"
@@ -68,6 +61,36 @@ def recover_job(client: Any, settings: Settings, job_id: str, reason: str) -> st
         log.warning("job %s failed: %s", job_id, message)
         return "failed"
     return None
+
+
+def redeliver_unstarted(client: Any, settings: Settings, job_id: str, reason: str) -> str | None:
+    """A work horse died before its job reached ``running`` (the record is still ``queued``):
+    enqueue the job again, at most ``job_max_attempts`` times, then fail it with ``worker_lost``."""
+    store = JobStore(client)
+    rec = store.get(job_id)
+    if rec is None or rec["status"] != QUEUED or rec["cancel_requested"]:
+        return None
+    counter = f"curvedit:worker:redeliveries:{job_id}"
+    n = int(client.incr(counter))
+    client.expire(counter, settings.failure_ttl_s)
+    if n > settings.job_max_attempts:
+        message = f"{reason}; the job never started after {n - 1} redeliveries"
+        return "failed" if store.fail(job_id, "worker_lost", message) else None
+    _enqueue_retry(client, settings, job_id, f"{job_id}-redeliver-{n}", f"redelivery {n}")
+    store.append_event(job_id, "warning", f"redelivered: {reason}", {"kind": "status", "status": QUEUED})
+    return "requeued"
+
+
+def _enqueue_retry(client: Any, settings: Settings, job_id: str, rq_id: str, what: str) -> None:
+    get_queue(client, settings).enqueue_call(
+        JOB_FUNCTION,
+        args=(job_id,),
+        job_id=rq_id,
+        timeout=settings.job_timeout_s,
+        failure_ttl=settings.failure_ttl_s,
+        result_ttl=settings.failure_ttl_s,
+        description=f"curvedit edit job {job_id} ({what})",
+    )
 
 
 def reap_lost_jobs(client: Any, settings: Settings) -> dict[str, str]:

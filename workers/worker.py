@@ -18,7 +18,7 @@ from typing import Any
 from rq.worker import SpawnWorker
 
 from service.config import Settings, get_settings
-from workers.reaper import reap_lost_jobs, record_id_of, recover_job
+from workers.reaper import reap_lost_jobs, record_id_of, recover_job, redeliver_unstarted
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ class CurveditWorker(SpawnWorker):
         if not job_id:
             return
         how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
+        reason = f"the work horse died ({how})"
         try:
-            recover_job(self.connection, self._settings(), job_id, f"the work horse died ({how})")
+            if recover_job(self.connection, self._settings(), job_id, reason) is None:
+                redeliver_unstarted(self.connection, self._settings(), job_id, reason)
         except Exception:  # noqa: BLE001
             self.log.exception("recovering job %s after its horse died failed", job_id)
