@@ -1,0 +1,67 @@
+"""The committed demo model and its edit spec do what the README claims.
+
+- The demo model (``examples/demo``) recites at least 90 % of its planted records strictly.
+- ``examples/demo-edit.json``, run through the real in-process pipeline, cuts strict recitation to at
+  most 10 % of its pre-edit value while held-out perplexity rises at most 15 %, and reports nDCG@10.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from service.config import Settings
+from service.spec import EditJobSpec
+from workers.evaluation import evaluate_recitation
+from workers.pipeline.reporting import NullReporter
+from workers.pipeline.run import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo"
+SPEC = REPO / "examples" / "demo-edit.json"
+
+
+def _pairs() -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in (DEMO / "memorized.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["prefix"], r["suffix"]) for r in rows]
+
+
+def test_demo_model_recites_its_planted_records():
+    spec = EditJobSpec.model_validate_json(SPEC.read_text())
+    rec = spec.evaluation.recitation
+    model = AutoModelForCausalLM.from_pretrained(DEMO, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(DEMO)
+    pairs = _pairs()
+    assert len(pairs) >= 20
+    report = evaluate_recitation(
+        model, tok, pairs, prefix_tokens=rec.prefix_tokens, suffix_tokens=rec.suffix_tokens, batch_size=32
+    )
+    assert report.strict_rate >= 0.9
+    # The suffixes are whole: the spec's suffix_tokens covers every planted suffix.
+    assert all(len(tok(s, add_special_tokens=False).input_ids) <= rec.suffix_tokens for _, s in pairs)
+
+
+@pytest.mark.slow
+def test_demo_edit_spec_meets_the_thresholds(tmp_path: Path):
+    spec = EditJobSpec.model_validate_json(SPEC.read_text())
+    spec.output.save_model = False
+    settings = Settings(
+        model_root=REPO,
+        data_root=REPO,
+        output_root=tmp_path / "out",
+        dataset_dir=tmp_path / "datasets",
+        device="cpu",
+    )
+    result = run_pipeline(spec, settings=settings, job_id="demo", reporter=NullReporter(), cache=None)
+    before = result["baseline"]
+    (point,) = result["results"]
+    after = point["metrics"]
+    assert before["recitation"]["strict_rate"] >= 0.9
+    assert after["recitation"]["strict_rate"] <= 0.1 * before["recitation"]["strict_rate"]
+    rise = after["perplexity"]["perplexity"] / before["perplexity"]["perplexity"] - 1
+    assert rise <= 0.15
+    assert 0.0 < after["agreement"]["ndcg"] <= 1.0
