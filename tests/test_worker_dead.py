@@ -39,6 +39,13 @@ def _wait_collecting(store: JobStore, job: str, log: Path) -> None:
     wait_for(lambda: store.get(job)["stage"] == "collect_factors", 600, "the job to reach collect_factors", log)
 
 
+def _wait_running(store: JobStore, client: redis.Redis, job: str, log: Path) -> dict:
+    """Until the job runs in a work horse (before its pipeline can finish: torch is still importing)."""
+    return wait_for(
+        lambda: store.get(job)["status"] == "running" and lease_holder(client, job), 600, "the job to run", log
+    )
+
+
 def test_killed_work_horse_job_is_rerun(tmp_path: Path, redis_url: str) -> None:
     settings = _settings(tmp_path, redis_url, max_attempts=2)
     client = redis.Redis.from_url(redis_url)
@@ -46,9 +53,8 @@ def test_killed_work_horse_job_is_rerun(tmp_path: Path, redis_url: str) -> None:
     log = tmp_path / "worker.log"
     with worker_process(settings, log):
         job = submit(client, settings, spec(0.6, "rerun", max_tokens=2500))
-        _wait_collecting(store, job, log)
-        horse = lease_holder(client, job)
-        assert horse and horse["pid"]
+        horse = _wait_running(store, client, job, log)
+        assert horse["pid"]
         os.kill(int(horse["pid"]), signal.SIGKILL)
         rec = wait_terminal(store, job, 600, log)
     assert rec["status"] == "succeeded", rec["error"]
