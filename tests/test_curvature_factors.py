@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.tiny_models import build_model
-from workers.curvature.factors import KFACFactors, collect_factors, merge_factors
+from workers.curvature.factors import KFACFactors, collect_factors, merge_factors, sample_labels
 from workers.curvature.targets import EditTarget, resolve_targets
 from workers.pipeline.reporting import JobCancelled
 
@@ -53,7 +53,10 @@ def oracle(model, batches, targets: list[EditTarget], fisher: str, seed: int = 0
             continue
         lg = torch.stack([logits[b, t] for b, t in valid])
         if fisher == "sampled":
-            labels = torch.multinomial(torch.softmax(lg.detach(), -1), 1, generator=gen).squeeze(1)
+            # documented sampler: u ~ U(0, 1) per position, label = #{k : cdf_k <= u * cdf_last}
+            cdf = torch.cumsum(torch.softmax(lg.detach(), -1), -1)
+            u = torch.rand(len(valid), 1, generator=gen)
+            labels = torch.tensor([int((row <= x * row[-1]).sum()) for row, x in zip(cdf, u[:, 0], strict=True)])
         else:
             labels = torch.stack([ids[b, t + 1] for b, t in valid])
         F.cross_entropy(lg, labels, reduction="sum").backward()
@@ -106,6 +109,16 @@ def test_gate_and_up_share_one_A_tensor() -> None:
     f = collect_factors(model, make_batches(), targets)
     gate, up, down = (f[t.name] for t in targets)
     assert gate.A_sum is up.A_sum and down.A_sum is not gate.A_sum
+
+
+def test_label_sampler_draws_from_the_softmax() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 1.0, 0.0]]))
+    gen = torch.Generator().manual_seed(0)
+    rows = logits.repeat(20_000, 1)
+    labels = sample_labels(rows, gen).view(20_000, 2)
+    freq0 = torch.bincount(labels[:, 0], minlength=4).double() / 20_000
+    torch.testing.assert_close(freq0, torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64), atol=0.015, rtol=0)
+    assert bool((labels[:, 1] == 2).all())  # zero-probability tokens are never drawn
 
 
 def test_sampled_labels_depend_on_seed_only() -> None:

@@ -1,0 +1,91 @@
+"""Benchmark: K-FAC factor collection vs a plain forward + full backward over the same tokens.
+
+A small random Llama (8 layers, hidden 256, intermediate 688, vocabulary 2048: the output head is
+~7 % of the forward FLOPs, as in OLMo-2-7B) edits gate and up of its last quarter of layers.
+``collect_factors`` (sampled Fisher: forward, label sampling, backward cut at the earliest edited
+layer, no weight gradients, A/G accumulation) is timed against ``loss.backward()`` with weight
+gradients over the same batches -- the cost model of DESIGN §3, where the target is a ratio
+<= 0.6. Both are timed in this one run (best of 3, alternating). Rerun with::
+
+    python -m bench.bench_factors [--threads N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from tests.tiny_models import build_model
+from workers.curvature.factors import collect_factors
+from workers.curvature.targets import resolve_targets
+
+LAYERS, HIDDEN, INTERMEDIATE, HEADS, VOCAB = 8, 256, 688, 8, 2048
+BATCHES, BATCH_SIZE, SEQ_LEN = 4, 8, 128
+
+
+def full_backward(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for batch in batches:
+        logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["input_ids"][:, 1:].flatten())
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = build_model(
+        "llama", vocab_size=VOCAB, hidden=HIDDEN, layers=LAYERS, intermediate=INTERMEDIATE, heads=HEADS
+    ).to(device)
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        {"input_ids": torch.randint(0, VOCAB, (BATCH_SIZE, SEQ_LEN), generator=gen).to(device)} for _ in range(BATCHES)
+    ]
+    quarter = max(1, LAYERS // 4)
+    targets = resolve_targets(model, layers=list(range(LAYERS - quarter, LAYERS)), projections=["gate", "up"])
+
+    def run_collect() -> None:
+        collect_factors(model, batches, targets, fisher="sampled")
+
+    def run_full() -> None:
+        full_backward(model, batches)
+
+    run_collect()  # warm-up
+    run_full()
+    best = {"collect": float("inf"), "full": float("inf")}
+    for _ in range(3):
+        for key, fn in (("collect", run_collect), ("full", run_full)):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            best[key] = min(best[key], time.perf_counter() - t0)
+    tokens = BATCHES * BATCH_SIZE * SEQ_LEN
+    print(
+        f"llama {LAYERS} layers hidden {HIDDEN}, editing gate+up of layers {[t.layer for t in targets][::2]}, "
+        f"{tokens} tokens on {device} (threads={torch.get_num_threads()})"
+    )
+    print(
+        f"collect_factors {best['collect']:.3f} s, forward + full backward {best['full']:.3f} s -> "
+        f"ratio {best['collect'] / best['full']:.2f} (target <= 0.6)"
+    )
+    print("rerun: python -m bench.bench_factors [--threads N] [--device cpu|cuda]")
+
+
+if __name__ == "__main__":
+    main()
