@@ -106,8 +106,6 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
         raise PipelineError("out_of_memory", f"{label}: out of GPU memory while loading: {exc}") from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise PipelineError("model_load_failed", f"{label}: could not load the model: {exc}") from exc
-    model.eval()
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()  # the tokenizer is left as shipped: the exported copy must match the base
     dtype = next(model.parameters()).dtype
     return LoadedModel(model=model, tokenizer=tokenizer, model_dir=model_dir, label=label, dtype=dtype, device=device)
