@@ -161,3 +161,23 @@ def test_sweep_without_host_copies_reedits_identically(roots: Path, monkeypatch:
     for a, b in zip(kept["results"], redone["results"], strict=True):
         da, db = read_delta(Path(a["artifacts"]["delta"])), read_delta(Path(b["artifacts"]["delta"]))
         assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_conv1d_and_neox_artifacts_differ_only_in_edited_tensors(tmp_path: Path, family: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workers.artifacts import apply_delta
+
+    save_tiny(tmp_path / "models" / family, family)
+    settings = Settings(model_root=tmp_path / "models", output_root=tmp_path / "out", data_root=tmp_path, device="cpu")
+    spec = make_spec(model={"path": family}, edit={"layers": [1], "projections": ["up", "down"], "keep_mass": 0.7})
+    res = run_pipeline(spec, settings=settings, job_id=family, reporter=NullReporter(), cache=None)
+    out = Path(res["results"][0]["artifacts"]["dir"])
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / family)
+    edited = AutoModelForCausalLM.from_pretrained(out)
+    b, e = base.state_dict(), edited.state_dict()
+    assert {k for k in b if not torch.equal(b[k], e[k])} == {f"{t['name']}.weight" for t in res["targets"]}
+    apply_delta(base, out / "delta.safetensors")
+    assert all(torch.equal(base.state_dict()[k], e[k]) for k in b)
