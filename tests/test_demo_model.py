@@ -1,6 +1,7 @@
 """The committed demo model and its edit spec do what the README claims.
 
-- The demo model (``examples/demo``) recites at least 90 % of its planted records strictly.
+- The demo model (``examples/demo``) recites at least 90 % of its planted records strictly, and
+  discovery finds a recited window in every record and none in held-out prose.
 - ``examples/demo-edit.json``, run through the real in-process pipeline, cuts strict recitation to at
   most 10 % of its pre-edit value while held-out perplexity rises at most 15 %, and reports nDCG@10.
 """
@@ -16,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.config import Settings
 from service.spec import EditJobSpec
-from workers.evaluation import evaluate_recitation
+from workers.evaluation import discover_memorized, evaluate_recitation
 from workers.pipeline.reporting import NullReporter
 from workers.pipeline.run import run_pipeline
 
@@ -43,6 +44,15 @@ def test_demo_model_recites_its_planted_records():
     assert report.strict_rate >= 0.9
     # The suffixes are whole: the spec's suffix_tokens covers every planted suffix.
     assert all(len(tok(s, add_special_tokens=False).input_ids) <= rec.suffix_tokens for _, s in pairs)
+
+
+def test_discovery_finds_every_planted_record_and_no_prose():
+    model = AutoModelForCausalLM.from_pretrained(DEMO, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(DEMO)
+    records = [p + s for p, s in _pairs()]
+    prose = [b for b in (DEMO / "heldout.txt").read_text().split("\n\n") if b.strip()][:6]
+    found = discover_memorized(model, tok, records + prose, prefix_tokens=16, suffix_tokens=16, stride=8, batch_size=32)
+    assert {w.document for w in found} == set(range(len(records)))
 
 
 @pytest.mark.slow
