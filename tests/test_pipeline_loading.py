@@ -50,3 +50,22 @@ def test_hub_id_loads_offline_from_the_local_cache(tmp_path: Path, monkeypatch: 
     with pytest.raises(PipelineError) as err:
         load_model(ModelSpec(hub_id="acme/absent"), settings)
     assert err.value.code == "model_not_found"
+
+
+def test_file_digests_are_memoised_across_processes(tmp_path: Path) -> None:
+    from workers.pipeline import fingerprint as fp
+
+    model = save_tiny(tmp_path / "m", "llama")
+    memo = tmp_path / "state" / "file-digests.json"
+    first = fp.fingerprint_model_dir(model, memo)
+    assert memo.is_file()
+    weights = model / "model.safetensors"
+    st = weights.stat()
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF  # same size, same mtime: only a memo hit can still report the old digest
+    weights.write_bytes(bytes(raw))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fp._memo.clear()  # a fresh process
+    assert fp.fingerprint_model_dir(model, memo) == first
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # touched: re-hashed
+    assert fp.fingerprint_model_dir(model, memo)["model.safetensors"] != first["model.safetensors"]

@@ -29,7 +29,7 @@ from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts
 from workers.pipeline.errors import PipelineError
-from workers.pipeline.fingerprint import combine, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.loading import LoadedModel
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 
@@ -91,7 +91,7 @@ def curvature_inputs(spec: EditJobSpec, settings: Settings, loaded: LoadedModel,
     """The cache-key inputs of a job (fingerprints of the model directory and the corpus)."""
     return CurvatureInputs(
         model_label=loaded.label,
-        model_fingerprint=combine(fingerprint_model_dir(loaded.model_dir)),
+        model_fingerprint=combine(fingerprint_model_dir(loaded.model_dir, digest_memo_path(settings.state_dir))),
         model_dtype=str(loaded.dtype).removeprefix("torch."),
         corpus_fingerprint=fingerprint_texts(texts),
         texts=texts,

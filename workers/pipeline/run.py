@@ -31,7 +31,7 @@ from workers.pipeline.confine import confined
 from workers.pipeline.curvature_stage import ShardFanout, compute_curvature, curvature_inputs
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.evaluation_stage import EvaluationSuite, resolve_evaluation
-from workers.pipeline.fingerprint import combine, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.loading import load_model
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 from workers.pipeline.sources import resolve_texts
@@ -158,7 +158,7 @@ def _run(
     targets = resolve_targets(
         model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
     )
-    model_files = fingerprint_model_dir(loaded.model_dir)
+    model_files = fingerprint_model_dir(loaded.model_dir, digest_memo_path(settings.state_dir))
     fingerprints: dict[str, Any] = {
         "model": combine(model_files),
         "model_files": model_files,
