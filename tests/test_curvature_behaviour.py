@@ -7,12 +7,16 @@ is general data: fresh copy strings plus the planted sequences once each (they a
 "pretraining" data, as in the paper's setting). Factors use the default sampled Fisher.
 
 Edit: ``gate`` and ``up`` of the middle layers 1 and 2. Which ρ works depends strongly on the
-trained model (DESIGN §1): for training seed 0 every ρ in 0.8-0.98 removed all but at most one
-planted sequence with copying >= 97.7 %; for training seed 1 the window was 0.995-0.999 (ρ = 0.99
-left 94.5 % copying). So, as a user would, the test picks ρ from the general skill alone: the
-most aggressive ρ on a grid whose copy accuracy on a validation set stays >= 97 % of the
-unedited model's. It then asserts, on fresh test strings, copying >= 95 % of the original, and
-exact recitation of the planted sequences cut by >= 90 %.
+trained model (DESIGN §1), and training differs slightly across thread counts and machines: over
+training seeds 0-3 (one thread) the most aggressive ρ keeping copying >= 97 % was 0.99, 0.8, 0.99
+and 0.9, and each removed recitation completely; ρ = 0.98 left 96 % copying for seeds 0 and 2.
+So, as a user would, the test picks ρ from the general skill alone: the most aggressive ρ on a
+grid whose copy accuracy on a validation set stays >= 97 % of the unedited model's. It then
+asserts, on fresh test strings, copying >= 95 % of the original and exact recitation of the
+planted sequences cut by >= 90 %; and, as a control, that the same change norm in random
+directions does not remove recitation (it keeps >= 25 %). The edits remove ~85-95 % of the
+edited weights' norm; zeroing those weights outright also kills recitation but drops copying to
+~76 % for seed 0 (~96 % for seed 1, so there the skill barely uses these weights).
 """
 
 from __future__ import annotations
@@ -127,22 +131,38 @@ def check_edit(toy: Trained) -> tuple[float, float, float]:
     sweep = []
     for rho in RHO_GRID:
         edited = copy.deepcopy(model)
-        apply_edit(edited, targets, eig, rho)
-        sweep.append((rho, copy_accuracy(edited, seed=202), edited))
-    ok = [(rho, edited) for rho, acc, edited in sweep if acc >= SELECT_BUDGET * base_copy]
-    assert ok, f"no rho keeps copying within budget: {[(r, a) for r, a, _ in sweep]}"
-    rho, edited = ok[0]
+        reports = apply_edit(edited, targets, eig, rho)
+        sweep.append((rho, copy_accuracy(edited, seed=202), edited, reports))
+    ok = [(rho, edited, reports) for rho, acc, edited, reports in sweep if acc >= SELECT_BUDGET * base_copy]
+    assert ok, f"no rho keeps copying within budget: {[(r, a) for r, a, _, _ in sweep]}"
+    rho, edited, reports = ok[0]
 
     test_copy = copy_accuracy(edited, seed=303)
     after_recite = recitation(edited, planted)
     summary = (
         f"rho={rho}: copy {base_copy:.3f} -> {test_copy:.3f}, recitation {base_recite:.3f} -> {after_recite:.3f}; "
-        f"sweep {[(r, round(a, 3)) for r, a, _ in sweep]}"
+        f"sweep {[(r, round(a, 3)) for r, a, _, _ in sweep]}"
+    )
+    # Controls: the same change norm in random directions, and ablating the edited weights.
+    noisy, ablated = copy.deepcopy(model), copy.deepcopy(model)
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t, report in zip(targets, reports, strict=True):
+            w = t.module(noisy).weight
+            n = torch.randn(w.shape, generator=noise)
+            w += n / n.norm() * report.relative_change * w.norm()
+            t.module(ablated).weight.zero_()
+    noisy_recite = recitation(noisy, planted)
+    summary += (
+        f"; same-norm random change: recitation {noisy_recite:.3f}, copy {copy_accuracy(noisy, seed=303):.3f}"
+        f"; ablated weights: recitation {recitation(ablated, planted):.3f}, "
+        f"copy {copy_accuracy(ablated, seed=303):.3f}"
     )
     print(summary)
     base_test_copy = copy_accuracy(model, seed=303)
     assert test_copy >= 0.95 * base_test_copy, summary
     assert after_recite <= 0.1 * base_recite, summary
+    assert noisy_recite >= 0.25 * base_recite, f"the direction of the edit should matter: {summary}"
     return rho, test_copy / base_test_copy, after_recite / base_recite
 
 
