@@ -231,7 +231,9 @@ def _collect_sharded(
             else:
                 acc[fid] = (mat.clone(), count)
         done.add(shard)
-        reporter.progress(len(done) / k)
+        rows = sum(shard_rows(ids.shape[0], k, i).stop - shard_rows(ids.shape[0], k, i).start for i in done)
+        total = int(ids.numel())
+        reporter.progress(len(done) / k, tokens_done=rows * int(ids.shape[1]), tokens_total=total)
 
     def cached(shard: int) -> dict[FactorId, tuple[torch.Tensor, int]] | None:
         part = {}
