@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.curvature.selection import curvature_mask, keep_counts, selection_stats
+from workers.curvature.selection import _Staircase, curvature_mask, keep_counts, selection_stats
 
 
 def brute_force_mask(lam: torch.Tensor, mu: torch.Tensor, rho: float) -> torch.Tensor:
@@ -132,3 +132,18 @@ def test_selection_stats() -> None:
 def test_validation(lam: torch.Tensor, mu: torch.Tensor, rho: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         curvature_mask(lam, mu, rho)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_staircase_counts_exact_at_product_thresholds(seed: int) -> None:
+    # τ equal to an actual product is where τ / λ_i rounds across a value block; counts must
+    # still equal #{j : λ_i μ_j >= τ} computed on the products themselves.
+    gen = torch.Generator().manual_seed(seed)
+    lam = torch.sort(torch.rand(40, generator=gen, dtype=torch.float64), descending=True).values
+    mu = torch.sort(torch.rand(60, generator=gen, dtype=torch.float64) * 3, descending=True).values
+    mu[10:20] = mu[10]  # a block of ties
+    prod = lam[:, None] * mu[None, :]
+    stairs = _Staircase(lam, mu)
+    for idx in torch.randint(0, prod.numel(), (60,), generator=gen):
+        tau = prod.reshape(-1)[idx].reshape(1)
+        assert torch.equal(stairs.counts(tau), (prod >= tau).sum(1))

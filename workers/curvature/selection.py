@@ -69,14 +69,17 @@ class _Staircase:
         q = torch.where(lam > 0, tau / lam, torch.full_like(lam, float("inf")))
         k = self._count_ge_value(q)
         # The division can round across a value block; fix by testing the products themselves
-        # (rounded products are monotone in μ, and equal μ give equal products).
+        # (rounded products are monotone in μ, and equal μ give equal products). "Too many" and
+        # "too few" exclude each other, so one searchsorted answers both per round.
+        inf = torch.full_like(lam[:1], float("inf"))
         for _ in range(2):
             last = mu[(k - 1).clamp(min=0)]
-            too_many = (k > 0) & (lam * last < tau)
-            k = torch.where(too_many, self._count_ge_value(last, right=True), k)
             nxt = mu[k.clamp(max=n - 1)]
+            too_many = (k > 0) & (lam * last < tau)
             too_few = (k < n) & (lam * nxt >= tau)
-            k = torch.where(too_few, self._count_ge_value(nxt), k)
+            # #{μ > last} == #{μ >= nextafter(last, inf)}
+            fixed = self._count_ge_value(torch.cat([torch.nextafter(last, inf.expand_as(last)), nxt]))
+            k = torch.where(too_many, fixed[: lam.numel()], torch.where(too_few, fixed[lam.numel() :], k))
         return k
 
     def mass(self, k: torch.Tensor) -> torch.Tensor:
