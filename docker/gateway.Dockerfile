@@ -20,8 +20,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN useradd --create-home --uid 10001 --user-group curvedit \
-    && mkdir -p /models /data /artifacts /datasets /factor-cache /state \
-    && chown curvedit:curvedit /models /data /artifacts /datasets /factor-cache /state
+    && mkdir -p /models /data /artifacts /datasets /factor-cache /state /hf-cache \
+    && chown curvedit:curvedit /models /data /artifacts /datasets /factor-cache /state /hf-cache
 
 WORKDIR /app
 # The version bound is in TORCH_SPEC; hadolint cannot see through the variable.
@@ -38,6 +38,7 @@ ENV CURVEDIT_MODEL_ROOT=/models \
     CURVEDIT_OUTPUT_ROOT=/artifacts \
     CURVEDIT_DATASET_DIR=/datasets \
     CURVEDIT_STATE_DIR=/state \
+    HF_HOME=/hf-cache \
     HF_HUB_OFFLINE=1
 
 USER 10001:10001
