@@ -31,6 +31,7 @@ from workers.cache.keys import CacheKey
 log = logging.getLogger(__name__)
 
 _TMP_TTL_S = 3600
+_FETCH_BATCH = 4
 
 # Update last_used only if the entry still exists (a concurrent delete must not resurrect it).
 _TOUCH = """
@@ -79,12 +80,14 @@ class RedisFactorStore:
             log.warning("factor cache entry %s was written for other arguments; treating as a miss", digest)
             return None
         n = int(rec.get("n_chunks", 0))
-        parts = self.client.mget([chunk_key(digest, i) for i in range(n)]) if n else []
+        parts: list[bytes | None] = []
+        for start in range(0, n, _FETCH_BATCH):  # bounded replies, however large the entry
+            parts += self.client.mget([chunk_key(digest, i) for i in range(start, min(n, start + _FETCH_BATCH))])
         if n == 0 or any(p is None for p in parts):
             log.warning("factor cache entry %s is partial; deleting it", digest)
             self.delete(digest)
             return None
-        blob = b"".join(parts)
+        blob = b"".join(p for p in parts if p is not None)
         if len(blob) != rec.get("bytes") or checksum(blob) != rec.get("sha256"):
             log.warning("factor cache entry %s fails its checksum; deleting it", digest)
             self.delete(digest)
@@ -120,7 +123,8 @@ class RedisFactorStore:
             return False
         digest = key.digest
         nonce = secrets.token_hex(6)
-        pieces = [blob[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)] or [b""]
+        view = memoryview(blob)  # slices share the blob's memory: no second copy of a large entry
+        pieces = [view[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)] or [view]
         for i, piece in enumerate(pieces):
             self.client.set(_tmp_chunk_key(digest, nonce, i), piece, ex=_TMP_TTL_S)
         now = time.time()
