@@ -52,8 +52,9 @@ def sequence_nll(
             logits = model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
             ).logits
-            targets = batch.input_ids[:, 1:]
-            valid = batch.attention_mask[:, 1:].bool()
+            # Logits may live on another device than the inputs (device_map): score where they are.
+            targets = batch.input_ids[:, 1:].to(logits.device)
+            valid = batch.attention_mask[:, 1:].bool().to(logits.device)
             nll = F.cross_entropy(
                 logits[:, :-1, :].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
             ).view_as(targets)

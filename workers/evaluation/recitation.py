@@ -163,7 +163,7 @@ def greedy_generate(
     for _ in range(max_new_tokens - 1):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
-            input_ids=token[:, None],
+            input_ids=token[:, None].to(device),
             attention_mask=mask,
             position_ids=next_pos,
             **{cache_arg: past},
