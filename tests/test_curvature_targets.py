@@ -70,6 +70,7 @@ def test_globs_and_non_mlp_modules() -> None:
         ("gpt_neox", {"projections": ["gate"]}, r"it has roles \['up', 'down'\]"),
         ("llama", {"layers": [4]}, r"layer 4 out of range: the model has 3 layers \(0\.\.2\)"),
         ("llama", {"layers": [-4]}, r"out of range"),
+        ("llama", {"layers": []}, r"layers must not be empty \(the model has 3 layers"),
         ("llama", {"projections": ["ffn"]}, r"it has roles \['gate', 'up', 'down'\]"),
         ("llama", {"modules": ["model.layers.9.*"]}, r"matches no linear module; the model has: model\.layers\.0"),
         ("llama", {"modules": ["model.layers.0.mlp"]}, r"matches no linear module"),

@@ -148,6 +148,8 @@ def resolve_targets(
         )
     if layers is None:
         idx = list(range(n))
+    elif not layers:
+        raise TargetError(f"layers must not be empty (the model has {n} layers; omit it for all)")
     else:
         idx = []
         for layer in layers:
