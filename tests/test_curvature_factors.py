@@ -119,6 +119,8 @@ def test_label_sampler_draws_from_the_softmax() -> None:
     freq0 = torch.bincount(labels[:, 0], minlength=4).double() / 20_000
     torch.testing.assert_close(freq0, torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64), atol=0.015, rtol=0)
     assert bool((labels[:, 1] == 2).all())  # zero-probability tokens are never drawn
+    again = sample_labels(rows, torch.Generator().manual_seed(0), chunk_rows=7).view(20_000, 2)
+    assert torch.equal(again, labels)  # chunking does not change the draw
 
 
 def test_sampled_labels_depend_on_seed_only() -> None:

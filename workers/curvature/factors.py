@@ -111,13 +111,21 @@ def valid_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return valid
 
 
-def sample_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One label per row of ``logits`` (N, V) drawn from ``softmax(logits)`` by inverse CDF."""
+def sample_labels(logits: torch.Tensor, generator: torch.Generator, chunk_rows: int = 1024) -> torch.Tensor:
+    """One label per row of ``logits`` (N, V) drawn from ``softmax(logits)`` by inverse CDF.
+
+    All N uniforms are drawn first (so chunking, which bounds the float32 (rows, V) temporaries,
+    does not change the result).
+    """
     with torch.no_grad():
-        cdf = torch.cumsum(torch.softmax(logits.float(), dim=-1), dim=-1)
-        u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
-        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
-        return idx.clamp_(max=cdf.shape[1] - 1)
+        u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device, dtype=torch.float32)
+        labels = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        for start in range(0, logits.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            cdf = torch.cumsum(torch.softmax(logits[rows].float(), dim=-1), dim=-1)
+            idx = torch.searchsorted(cdf, u[rows] * cdf[:, -1:], right=True).squeeze(1)
+            labels[rows] = idx.clamp_(max=cdf.shape[1] - 1)
+        return labels
 
 
 class _Collector:
