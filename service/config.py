@@ -40,7 +40,9 @@ class Settings(BaseSettings):
         description="'redis' (default), 'off', or an fsspec URI / directory for a filesystem tier.",
     )
     factor_cache_bytes: int = Field(default=8 * 2**30, ge=0, description="Cache byte budget (LRU-evicted).")
-    factor_chunk_bytes: int = Field(default=64 * 2**20, ge=2**16, le=500 * 2**20)
+    factor_chunk_bytes: int = Field(
+        default=64 * 2**20, ge=2**16, le=500 * 2**20, description="Largest Redis string one cache chunk uses."
+    )
     collect_shards: int = Field(
         default=1,
         ge=1,

@@ -134,6 +134,8 @@ class CalibrationSpec(TextSource):
 
 
 class CurvatureSpec(StrictModel):
+    """How the curvature (K-FAC) factors are estimated."""
+
     fisher: FisherType = Field(
         default="sampled",
         description="'sampled': targets drawn from the model's own predictive distribution (true Fisher); "
@@ -218,9 +220,13 @@ class PairSource(StrictModel):
     """Recitation set: prefix -> suffix pairs as an uploaded dataset / file (.jsonl with 'prefix' and
     'suffix' fields) or inline."""
 
-    dataset_id: str | None = None
-    path: str | None = None
-    pairs: list[PairItem] | None = Field(default=None, max_length=100_000)
+    dataset_id: str | None = Field(default=None, description="Id of an uploaded .jsonl dataset.")
+    path: str | None = Field(
+        default=None, description="File under the data root: .jsonl with 'prefix' and 'suffix' fields per line."
+    )
+    pairs: list[PairItem] | None = Field(
+        default=None, max_length=100_000, description="Inline pairs; prefix/suffix as text or token ids."
+    )
 
     @field_validator("path")
     @classmethod
@@ -241,31 +247,38 @@ class PairSource(StrictModel):
 
 
 class RecitationEval(PairSource):
+    """Recitation of prefix -> suffix pairs: greedy generation, token-level edit distance."""
+
     prefix_tokens: int = Field(default=64, ge=1, le=8192, description="Prefix length in tokens.")
     suffix_tokens: int = Field(default=48, ge=1, le=8192, description="Greedy-generated suffix length.")
-    loose_threshold: float = Field(default=0.75, gt=0.0, le=1.0)
-    max_examples: int = Field(default=2000, ge=1, le=100_000)
+    loose_threshold: float = Field(
+        default=0.75, gt=0.0, le=1.0, description="Loose recitation: 1 - d/L at least this (d = token edit distance)."
+    )
+    max_examples: int = Field(default=2000, ge=1, le=100_000, description="Pairs evaluated (first N).")
 
 
 class PerplexityEval(TextSource):
-    seq_len: int = Field(default=256, ge=8, le=32_768)
-    max_tokens: int = Field(default=100_000, ge=16, le=100_000_000)
+    """Token-weighted perplexity on held-out text."""
+
+    seq_len: int = Field(default=256, ge=8, le=32_768, description="Packed sequence length.")
+    max_tokens: int = Field(default=100_000, ge=16, le=100_000_000, description="Held-out token budget.")
 
 
 class AgreementEval(StrictModel):
-    """nDCG@k of the edited model's top-k next tokens against the unedited model's, on the perplexity
-    texts (or on these texts when given)."""
+    """nDCG@k of the edited model's top-k next tokens against the unedited model's."""
 
-    k: int = Field(default=10, ge=1, le=1000)
-    source: TextSource | None = None
-    max_tokens: int = Field(default=20_000, ge=16, le=10_000_000)
+    k: int = Field(default=10, ge=1, le=1000, description="Ranking depth of nDCG@k.")
+    source: TextSource | None = Field(default=None, description="Texts to compare on; default: perplexity texts.")
+    max_tokens: int = Field(default=20_000, ge=16, le=10_000_000, description="Positions compared (token budget).")
 
 
 class EvaluationSpec(StrictModel):
+    """Metrics measured before the edit and after it, at every sweep point (optional)."""
+
     recitation: RecitationEval | None = None
     perplexity: PerplexityEval | None = None
     agreement: AgreementEval | None = None
-    batch_size: int = Field(default=8, ge=1, le=4096)
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences per evaluation forward pass.")
 
     @model_validator(mode="after")
     def _agreement_has_texts(self) -> EvaluationSpec:
@@ -275,6 +288,8 @@ class EvaluationSpec(StrictModel):
 
 
 class OutputSpec(StrictModel):
+    """Where and what to write."""
+
     path: str | None = Field(
         default=None,
         description="Directory under the configured output root; default '<job id>'. Must not exist yet.",
