@@ -251,3 +251,17 @@ def test_model_spread_over_two_devices() -> None:  # pragma: no cover - needs a 
         assert got[t.name].A_sum.device == t.module(model).weight.device
     assert {str(got[t.name].G_sum.device) for t in targets} == {first, second}
     assert_factors_close({k: v.to("cpu") for k, v in got.items()}, want)
+
+
+def test_works_inside_inference_mode_and_rejects_unused_targets() -> None:
+    model = build_model("llama", vocab_size=V, layers=2)
+    targets = resolve_targets(model, layers=[1], projections=["up"])
+    want = collect_factors(model, make_batches(), targets, fisher="empirical")
+    with torch.inference_mode():  # batches made in there are inference tensors too
+        got = collect_factors(model, make_batches(), targets, fisher="empirical")
+    assert not got[targets[0].name].A_sum.is_inference()
+    assert_factors_close(got, want)
+    stray = torch.nn.Linear(4, 4)
+    model.add_module("stray", stray)
+    with pytest.raises(ValueError, match=r"none of the targets \['stray'\] ran"):
+        collect_factors(model, make_batches(), resolve_targets(model, modules=["stray"]))

@@ -183,6 +183,9 @@ class _Collector:
         return forward_hook
 
     def accumulate_g(self, loss: torch.Tensor) -> None:
+        if not self.outputs:
+            names = [t.name for t in self.targets]
+            raise ValueError(f"none of the targets {names} ran in the model's forward pass")
         tensors = [t for _, t in self.outputs]
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for (name, _), g in zip(self.outputs, grads, strict=True):
@@ -230,6 +233,20 @@ def collect_factors(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate targets in {names}")
 
+    with torch.inference_mode(False):  # callers may run under inference_mode; we need autograd
+        return _collect(model, batches, targets, fisher, seed, total_tokens, progress, should_cancel)
+
+
+def _collect(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    targets: list[EditTarget],
+    fisher: Fisher,
+    seed: int,
+    total_tokens: int | None,
+    progress: Callable[[int, int | None], None] | None,
+    should_cancel: Callable[[], bool] | None,
+) -> dict[str, KFACFactors]:
     collector = _Collector(model, targets)
     in_device = _input_device(model)
     generator: torch.Generator | None = None
@@ -246,9 +263,9 @@ def collect_factors(
             for batch in batches:
                 if should_cancel is not None and should_cancel():
                     raise JobCancelled("factor collection cancelled")
-                input_ids = batch["input_ids"].to(in_device)
-                mask = batch.get("attention_mask")
-                mask = torch.ones_like(input_ids) if mask is None else mask.to(in_device)
+                input_ids = batch["input_ids"].to(in_device).clone()  # a normal tensor even if
+                mask = batch.get("attention_mask")  # the batch was made under inference_mode
+                mask = torch.ones_like(input_ids) if mask is None else mask.to(in_device).clone()
                 if input_ids.dim() != 2 or mask.shape != input_ids.shape:
                     raise ValueError(
                         f"expected input_ids and attention_mask of one shape (B, T), "
