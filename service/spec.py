@@ -19,6 +19,7 @@ Role = Literal["gate", "up", "down"]
 FisherType = Literal["sampled", "empirical"]
 ModelDType = Literal["float32", "bfloat16", "float16", "auto"]
 EigDType = Literal["float32", "float64"]
+DEFAULT_ROLES: tuple[Role, ...] = ("gate", "up")
 
 KeepMass = Annotated[
     float,
@@ -170,7 +171,7 @@ class EditSpec(StrictModel):
         max_length=1024,
     )
     projections: list[Role] = Field(
-        default_factory=lambda: ["gate", "up"],
+        default_factory=lambda: list(DEFAULT_ROLES),
         description="MLP projection roles: gate, up, down (GPT-2 / GPT-NeoX have up and down only).",
         min_length=1,
     )
