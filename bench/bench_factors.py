@@ -7,20 +7,24 @@ layer, no weight gradients, A/G accumulation) is timed against ``loss.backward()
 gradients over the same batches -- the cost model of DESIGN §3, where the target is a ratio
 <= 0.6. Both are timed in this one run (best of 3, alternating). Rerun with::
 
-    python -m bench.bench_factors [--threads N] [--device cpu|cuda]
+    python bench/bench_factors.py [--threads N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tests.tiny_models import build_model
-from workers.curvature.factors import collect_factors
-from workers.curvature.targets import resolve_targets
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from tests.tiny_models import build_model  # noqa: E402
+from workers.curvature.factors import collect_factors  # noqa: E402
+from workers.curvature.targets import resolve_targets  # noqa: E402
 
 LAYERS, HIDDEN, INTERMEDIATE, HEADS, VOCAB = 8, 256, 688, 8, 2048
 BATCHES, BATCH_SIZE, SEQ_LEN = 4, 8, 128
@@ -84,7 +88,7 @@ def main() -> None:
         f"collect_factors {best['collect']:.3f} s, forward + full backward {best['full']:.3f} s -> "
         f"ratio {best['collect'] / best['full']:.2f} (target <= 0.6)"
     )
-    print("rerun: python -m bench.bench_factors [--threads N] [--device cpu|cuda]")
+    print("rerun: python bench/bench_factors.py [--threads N] [--device cpu|cuda]")
 
 
 if __name__ == "__main__":

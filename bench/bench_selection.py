@@ -4,7 +4,7 @@ Prints, measured in one run: the heap / curvature_mask time ratio at 1024 x 2816
 the same number of pairs), and the time of curvature_mask alone at the real 7B gate/up shape
 4096 x 11008. Rerun with::
 
-    python -m bench.bench_selection [--threads N]
+    python bench/bench_selection.py [--threads N]
 
 It runs on one intra-op thread by default: the heap is single-threaded Python, and on a
 shared CPU torch's thread pool wake-ups dominate these millisecond kernels.
@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from workers.curvature.selection import curvature_mask
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from workers.curvature.selection import curvature_mask  # noqa: E402
 
 RHO = 0.6
 
@@ -76,7 +80,7 @@ def main() -> None:
     big_lam, big_mu = power_law_spectrum(4096, 0.8, 2), power_law_spectrum(11008, 0.7, 3)
     t_big, big = timed(lambda: curvature_mask(big_lam, big_mu, RHO))
     print(f"4096x11008 rho={RHO}: curvature_mask {t_big:.3f} s on CPU (best of 3), kept {int(big.sum())} pairs")
-    print(f"threads={torch.get_num_threads()}; rerun: python -m bench.bench_selection --threads N")
+    print(f"threads={torch.get_num_threads()}; rerun: python bench/bench_selection.py --threads N")
 
 
 if __name__ == "__main__":
