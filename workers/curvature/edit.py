@@ -18,7 +18,7 @@ from torch import nn
 from workers.curvature.eigen import Eigen
 from workers.curvature.projection import project
 from workers.curvature.selection import curvature_mask, selection_stats
-from workers.curvature.targets import EditTarget
+from workers.curvature.targets import EditTarget, module_weight
 
 KeepMassArg = float | Callable[[EditTarget], float]
 
@@ -47,7 +47,7 @@ class LayerReport:
 
 def weight_matrix(target: EditTarget, module: nn.Module) -> torch.Tensor:
     """The target's weight viewed as (out, in) (a transposed view for Conv1D)."""
-    w = module.weight
+    w = module_weight(module)
     w = w.T if target.kind == "conv1d" else w
     if tuple(w.shape) != target.shape:
         raise ValueError(f"expected weight of {target.name} of shape {target.shape}, got {tuple(w.shape)}")

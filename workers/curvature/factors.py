@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.curvature.targets import EditTarget
+from workers.curvature.targets import EditTarget, module_weight
 from workers.pipeline.reporting import JobCancelled
 
 Fisher = Literal["sampled", "empirical"]
@@ -136,7 +136,7 @@ class _Collector:
         self.A: dict[str, torch.Tensor] = {}
         self.G: dict[str, torch.Tensor] = {}
         for t in targets:
-            dev = t.module(model).weight.device
+            dev = module_weight(t.module(model)).device
             if t.input_key not in self.A:
                 self.A[t.input_key] = torch.zeros(t.in_features, t.in_features, dtype=torch.float32, device=dev)
             self.G[t.name] = torch.zeros(t.out_features, t.out_features, dtype=torch.float32, device=dev)
@@ -201,9 +201,11 @@ class _Collector:
 
 
 def _input_device(model: nn.Module) -> torch.device:
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is not None and getattr(emb, "weight", None) is not None:
-        return emb.weight.device
+    get_emb = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    weight = getattr(emb, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight.device
     return next(model.parameters()).device
 
 

@@ -62,13 +62,21 @@ def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
+def module_weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` as a tensor (its storage layout: (out, in) Linear, (in, out) Conv1D)."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise TargetError(f"expected a {type(module).__name__} with a weight tensor, got {type(w).__name__}")
+    return w
+
+
 def _describe(name: str, module: nn.Module, layer: int | None, role: str | None, parent: str) -> EditTarget:
     if isinstance(module, nn.Linear):
         kind: Kind = "linear"
-        out_f, in_f = module.weight.shape
+        out_f, in_f = module_weight(module).shape
     elif _is_conv1d(module):
         kind = "conv1d"
-        in_f, out_f = module.weight.shape
+        in_f, out_f = module_weight(module).shape
     else:
         raise TargetError(f"module {name!r} is a {type(module).__name__}, expected nn.Linear or Conv1D")
     input_key = f"{parent}:input[gate,up]" if role in ("gate", "up") else f"{name}:input"
@@ -190,4 +198,4 @@ def _resolve_modules(
 
 def weight_device(model: nn.Module, target: EditTarget) -> torch.device:
     """Device holding the target's weight (where its accumulators and edits live)."""
-    return target.module(model).weight.device
+    return module_weight(target.module(model)).device
