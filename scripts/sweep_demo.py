@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--prefix-tokens", type=int, default=32)
     parser.add_argument("--suffix-tokens", type=int, default=32)
     parser.add_argument("--fisher", default="sampled")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled-Fisher labels")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -84,7 +85,7 @@ def main() -> None:
     all_layers = sorted({layer for s in layer_sets for layer in s})
     targets = resolve_targets(model, layers=all_layers, projections=projections)
     ids = pack_texts(tok, calibration, args.seq_len, args.calib_tokens)
-    factors = collect_factors(model, iter_batches(ids, 8), targets, fisher=args.fisher)
+    factors = collect_factors(model, iter_batches(ids, 8), targets, fisher=args.fisher, seed=args.seed)
     eig = eigenbases(factors)
     print(f"factors + eigenbases for {len(targets)} targets in {time.time() - t0:.1f}s", flush=True)
 
