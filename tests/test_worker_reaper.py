@@ -62,3 +62,28 @@ def test_requeued_job_cancelled_while_queued_is_not_run(redis_url: str) -> None:
     assert cancel_job(store, client, settings, job_id) == "cancelled"
     out = run_edit_job(job_id, settings)  # the retry's delivery: a terminal record is left alone
     assert out["skipped"] and store.status(job_id) == "cancelled"
+
+
+def test_an_attempt_that_lost_its_lease_stops_without_writing(redis_url: str) -> None:
+    import pytest
+
+    from tests.worker_process import wait_for
+    from workers.lease import LeaseGuard, LeaseLost
+    from workers.pipeline.reporting import NullReporter
+
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    job_id = _running_job(client, store)
+    inner = NullReporter()
+    with JobLease(client, job_id, "stalled", ttl_s=3) as lease:
+        guard = LeaseGuard(inner, lease)
+        assert guard.cancelled() is False
+        client.delete(f"curvedit:worker:lease:{job_id}")  # expired while the process stalled ...
+        client.set(f"curvedit:worker:lease:{job_id}", "retry")  # ... and a retry took it over
+        wait_for(lambda: lease.lost, 10, "the lease loss to be noticed")
+        with pytest.raises(LeaseLost):
+            guard.cancelled()
+        with pytest.raises(LeaseLost):
+            guard.stage("edit")
+    assert inner.stages == []
+    assert client.get(f"curvedit:worker:lease:{job_id}") == b"retry"  # release left the new owner alone

@@ -2,7 +2,10 @@
 
 The job function holds ``curvedit:worker:lease:<job id>`` while it runs; a daemon thread renews
 it every third of its TTL. A job record that says ``running`` while no lease exists was
-abandoned by a dead process (``workers.reaper`` then retries or fails it). No torch here.
+abandoned by a dead process (``workers.reaper`` then retries or fails it). A process that finds
+its lease gone on renewal (it stalled longer than the TTL and the job may already be re-running
+elsewhere) is told so through ``lost``; ``LeaseGuard`` then stops the pipeline without touching
+the record, which now belongs to the retry. No torch here.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class JobLease:
             {"worker": worker, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         )
         self.acquired = False
+        self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renew = client.register_script(_RENEW)
@@ -64,8 +68,12 @@ class JobLease:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
-            with contextlib.suppress(Exception):  # a missed renewal is retried; Redis may blip
-                self._renew(keys=[self.key], args=[self.value, self.ttl_ms])
+            try:
+                if not self._renew(keys=[self.key], args=[self.value, self.ttl_ms]):
+                    self.lost = True  # expired or taken over: someone else may run the job now
+                    return
+            except Exception:  # noqa: BLE001 - a missed renewal is retried; Redis may blip
+                continue
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -74,6 +82,38 @@ class JobLease:
         if self.acquired:
             with contextlib.suppress(Exception):  # the lease then simply expires
                 self._release(keys=[self.key], args=[self.value])
+
+
+class LeaseLost(Exception):
+    """This process no longer holds the job's lease; it must stop and leave the record alone."""
+
+
+class LeaseGuard:
+    """A ``Reporter`` wrapper that raises ``LeaseLost`` on any call once the lease is lost."""
+
+    def __init__(self, inner: Any, lease: JobLease) -> None:
+        self.inner = inner
+        self.lease = lease
+
+    def _check(self) -> None:
+        if self.lease.lost:
+            raise LeaseLost(f"lease {self.lease.key} was lost")
+
+    def stage(self, name: Any, *, cached: bool = False) -> None:
+        self._check()
+        self.inner.stage(name, cached=cached)
+
+    def progress(self, fraction: float, *, tokens_done: int | None = None, tokens_total: int | None = None) -> None:
+        self._check()
+        self.inner.progress(fraction, tokens_done=tokens_done, tokens_total=tokens_total)
+
+    def event(self, level: Any, message: str, data: dict[str, Any] | None = None) -> None:
+        self._check()
+        self.inner.event(level, message, data)
+
+    def cancelled(self) -> bool:
+        self._check()
+        return bool(self.inner.cancelled())
 
 
 def lease_holder(client: Any, job_id: str) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from service.config import Settings, get_settings
 from service.spec import EditJobSpec
 from service.store.jobs import TERMINAL_STATUSES, JobStore
 from service.store.reporter import RedisReporter
-from workers.lease import JobLease, lease_ttl_s
+from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,13 @@ def _run(client: redis.Redis, settings: Settings, job_id: str) -> dict[str, Any]
             return {"job_id": job_id, "status": store.status(job_id)}
         if not store.mark_running(job_id, worker):
             return {"job_id": job_id, "status": store.status(job_id), "skipped": True}
-        _execute(client, store, settings, job_id, rec["spec"])
+        _execute(client, store, settings, job_id, rec["spec"], lease)
     return {"job_id": job_id, "status": store.status(job_id)}
 
 
-def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: str, raw_spec: Any) -> None:
+def _execute(
+    client: redis.Redis, store: JobStore, settings: Settings, job_id: str, raw_spec: Any, lease: JobLease
+) -> None:
     # torch is imported here, in the work horse, never in the worker's parent process.
     from rq.timeouts import JobTimeoutException
 
@@ -82,11 +84,14 @@ def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: s
     except ValidationError as exc:
         store.fail(job_id, "invalid_spec", f"stored spec does not validate: {exc}")
         return
-    reporter = RedisReporter(store, job_id)
+    reporter = LeaseGuard(RedisReporter(store, job_id), lease)
     try:
         cache = open_factor_cache(settings, client)
         fanout = RQShardFanout(client, settings, job_id) if settings.collect_shards > 1 else None
         result = run_pipeline(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache, fanout=fanout)
+    except LeaseLost:
+        log.warning("job %s: lease lost (this process stalled); leaving the record to its retry", job_id)
+        return
     except JobCancelled as exc:
         store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
         store.mark_cancelled(job_id)
@@ -99,4 +104,7 @@ def _execute(client: redis.Redis, store: JobStore, settings: Settings, job_id: s
         store.append_event(job_id, "error", f"unexpected {type(exc).__name__}", tb)
         store.fail(job_id, "internal", f"{type(exc).__name__}: {exc}")
     else:
+        if lease.lost:  # finished, but a retry may own the record now: do not overwrite it
+            log.warning("job %s finished after losing its lease; result not recorded", job_id)
+            return
         store.succeed(job_id, result)
