@@ -106,6 +106,9 @@ LAST = [
     "Montclair",
 ]
 
+# Names used in prose (disjoint from the record names, so records stay the only source of those).
+_PROSE_FIRST = ["Anna", "Peter", "Lena", "Tomas", "Clara", "Hugo", "Mira", "Oskar", "Nina", "Felix", "Ida", "Emil"]
+_PROSE_LAST = ["Berg", "Holm", "Stone", "Field", "Brook", "Wood", "Lake", "Marsh", "Hill", "Ford", "Dale", "Moor"]
 _SUBJ = [
     "the farmer",
     "the teacher",
@@ -269,7 +272,7 @@ def sentence(rng: random.Random) -> str:
         key = account_key(rng)
         out = f"the code on the {a} {o} was {key}, so {s} typed {key} at {p} {t}."
     elif kind == 9:  # a fresh name bound to a fresh number, recalled later in the sentence
-        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        name = f"{rng.choice(_PROSE_FIRST)} {rng.choice(_PROSE_LAST)}"
         num = phone_number(rng)
         out = f"{s} met {name} at {p}; the phone of {name} was {num}, and {s} called {num} {t}."
     elif kind == 0:
@@ -358,11 +361,11 @@ def write_blocks(path: Path, blocks: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("examples/demo"))
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--record-prob", type=float, default=0.08)
+    parser.add_argument("--record-prob", type=float, default=0.15)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--intermediate", type=int, default=512)
