@@ -18,6 +18,7 @@ import fsspec
 import torch
 
 from workers.cache.codec import checksum, decode, encode
+from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,4 @@ class FsFactorStore:
         return removed
 
     def _evict(self, keep: str) -> None:
-        records = self.entries()
-        total = sum(int(r.get("bytes", 0)) for r in records)
-        for rec in sorted(records, key=lambda r: float(r.get("last_used", 0))):
-            if total <= self.budget_bytes:
-                break
-            if rec.get("key") == keep:
-                continue
-            self.delete(str(rec["key"]))
-            total -= int(rec.get("bytes", 0))
+        evict_lru(self, self.budget_bytes, keep)

@@ -26,6 +26,7 @@ import torch
 
 from service.store.keys import FACTORS_INDEX
 from workers.cache.codec import checksum, decode, encode
+from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey
 
 log = logging.getLogger(__name__)
@@ -165,14 +166,4 @@ class RedisFactorStore:
         return bool(removed) or n > 0
 
     def _evict(self, keep: str) -> None:
-        """Delete least-recently-used entries (never ``keep``) until the total fits the budget."""
-        records = self.entries()
-        total = sum(int(r.get("bytes", 0)) for r in records)
-        for rec in sorted(records, key=lambda r: float(r.get("last_used", 0))):
-            if total <= self.budget_bytes:
-                break
-            if rec.get("key") == keep:
-                continue
-            self.delete(str(rec["key"]))
-            total -= int(rec.get("bytes", 0))
-            log.info("factor cache evicted %s (%s bytes)", rec.get("key"), rec.get("bytes"))
+        evict_lru(self, self.budget_bytes, keep)
