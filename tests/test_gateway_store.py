@@ -85,3 +85,11 @@ def test_cancel_flags_and_reporter(redis_client: redis.Redis) -> None:
     assert rec is not None and rec["status"] == "cancelled"
     assert rec["stages"]["collect_factors"]["status"] == "cancelled"
     assert store.request_cancel(job["id"]) == "cancelled"
+
+
+def test_job_ids_made_in_one_millisecond_sort_in_creation_order() -> None:
+    from service.store.jobs import new_job_id
+
+    ids = [new_job_id() for _ in range(5000)]  # many share a millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

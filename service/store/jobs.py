@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,11 +87,26 @@ def parse_time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def new_job_id() -> str:
-    """``job_`` + 12 hex digits of milliseconds since the epoch + 20 random hex digits.
+_id_lock = threading.Lock()
+_last_id_ms = -1
+_id_counter = 0
 
-    Sorting ids as strings sorts jobs by creation time (the list endpoints rely on it)."""
-    return f"job_{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+def new_job_id() -> str:
+    """``job_`` + 12 hex digits of milliseconds since the epoch + a 4-hex-digit counter within that
+    millisecond + 16 random hex digits.
+
+    Sorting ids as strings sorts jobs by creation time (the list endpoints rely on it); the counter
+    keeps ids made by one process in the same millisecond in creation order."""
+    global _last_id_ms, _id_counter
+    with _id_lock:
+        ms = max(int(time.time() * 1000), _last_id_ms)
+        _id_counter = _id_counter + 1 if ms == _last_id_ms else 0
+        if _id_counter > 0xFFFF:  # more than 65k ids in one millisecond: borrow the next one
+            ms, _id_counter = ms + 1, 0
+        _last_id_ms = ms
+        counter = _id_counter
+    return f"job_{ms:012x}{counter:04x}{os.urandom(8).hex()}"
 
 
 def _s(value: Any) -> str:
