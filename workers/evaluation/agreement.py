@@ -135,7 +135,10 @@ def reference_topk(
     if k < 1:
         raise ValueError("k must be >= 1")
     batches = _as_batches(batches_or_input_ids, pad_id, batch_size)
-    vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    weight = getattr(head, "weight", None)
+    vocab = int(weight.shape[0]) if isinstance(weight, torch.Tensor) else None
     if vocab is not None and k > vocab:
         raise ValueError(f"k={k} exceeds the vocabulary size {vocab}")
     return TopKReference(k=k, batches=batches, topk=_topk_per_batch(model, batches, k))
