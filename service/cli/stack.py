@@ -5,6 +5,12 @@ Used by ``curvedit up`` (foreground, logs to the console) and ``curvedit demo`` 
 files). Children run in their own process groups so a terminal Ctrl-C reaches only this process,
 which then stops them in order: workers (SIGTERM, graceful), the gateway, then Redis (SIGTERM makes
 it flush its AOF). On Linux each child also gets SIGTERM if this process dies (PR_SET_PDEATHSIG).
+
+Once started, ``Stack.supervise()`` restarts a child that exits (a killed worker, a worker that quit
+because Redis went away, the embedded Redis itself — same port and AOF directory, so no job is
+lost) with an exponential back-off; only a child that keeps dying right after each restart
+(``max_quick_restarts`` in a row) makes it give up. A dead worker's process group (its orphaned
+work horse) is killed first, so the job's lease expires and the reaper re-runs or fails it.
 """
 
 from __future__ import annotations
@@ -99,6 +105,11 @@ class Child:
     proc: subprocess.Popen[bytes]
     log: IO[bytes] | None = None
     log_path: Path | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    quick_failures: int = 0  # consecutive exits soon after a (re)start
+    restart_at: float | None = None  # when a dead child is due for its restart
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -126,6 +137,9 @@ class Stack:
     api_key: str | None = None
     generated_key: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    max_quick_restarts: int = 10
+    quick_exit_s: float = 10.0
+    max_backoff_s: float = 30.0
 
     @property
     def url(self) -> str:
@@ -137,13 +151,8 @@ class Stack:
         return self.settings.state_dir.resolve()
 
     # --- children ---------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        log = log_path = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.log_dir / f"{name}.log"
-            log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        proc = subprocess.Popen(
+    def _popen(self, argv: list[str], env: dict[str, str], log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             argv,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -151,7 +160,15 @@ class Stack:
             stderr=subprocess.STDOUT if log is not None else None,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads are running CUDA here
         )
-        child = Child(name, proc, log, log_path)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        log = log_path = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+            log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        proc = self._popen(argv, env, log)
+        child = Child(name, proc, log, log_path, argv=list(argv), env=dict(env))
         self.children.append(child)
         return child
 
@@ -261,6 +278,47 @@ class Stack:
                 return f"{child.name} (exit code {child.proc.returncode})"
         return None
 
+    def supervise(self) -> str | None:
+        """Restart children that exited (call it periodically). Returns None while the stack can go
+        on, or why it cannot: a child that died right after each of ``max_quick_restarts``
+        restarts in a row. The embedded Redis comes back first, on the same port and AOF directory."""
+        now = time.monotonic()
+        order = {"redis": 0, "gateway": 1}
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 2)):
+            if child.alive():
+                if child.quick_failures and now - child.started > self.quick_exit_s:
+                    child.quick_failures = 0  # it stayed up: the next exit starts the back-off again
+                continue
+            if child.restart_at is None:
+                code = child.proc.returncode
+                if now - child.started < self.quick_exit_s:
+                    child.quick_failures += 1
+                else:
+                    child.quick_failures = 0
+                if child.quick_failures >= self.max_quick_restarts:
+                    return (
+                        f"{child.name} (exit code {code}) keeps exiting right after each restart "
+                        f"({child.quick_failures} times in a row)"
+                    )
+                if child.name.startswith("worker"):
+                    # its work horse (same process group) would keep the job's lease alive, orphaned
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.proc.pid, signal.SIGKILL)
+                delay = min(self.max_backoff_s, 0.5 * 2**child.quick_failures) if child.quick_failures else 0.0
+                child.restart_at = now + delay
+                self.say(
+                    f"{child.name} exited (code {code}); restarting" + (f" in {delay:.0f} s" if delay >= 1 else "")
+                )
+            if now >= child.restart_at:
+                if child.name == "redis" and self.redis_url:
+                    port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+                    if port_in_use("127.0.0.1", port):  # the old server is still shutting down
+                        continue
+                child.proc = self._popen(child.argv, child.env, child.log)
+                child.started = time.monotonic()
+                child.restart_at = None
+        return None
+
     # --- shutdown ----------------------------------------------------------------------------------
     def _stop_group(self, children: list[Child], grace: float) -> None:
         for child in children:
@@ -277,6 +335,9 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
+            if child.name.startswith("worker"):  # a work horse left behind by a worker that died
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Workers (graceful, up to worker_grace_s), then the gateway, then Redis. Idempotent."""

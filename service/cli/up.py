@@ -9,6 +9,7 @@ import time
 from types import FrameType
 
 import typer
+from rich.markup import escape
 
 from service.cli.context import EXIT_FAILED, console, fail
 from service.cli.stack import Stack, StackError
@@ -58,9 +59,9 @@ def up(
         console.print("  try:      curvedit demo        (Ctrl-C here stops everything)")
         console.rule()
         while True:
-            dead = stack.check()
-            if dead:
-                console.print(f"[bold red]curvedit up:[/] {dead} exited; stopping the stack")
+            fatal = stack.supervise()
+            if fatal:
+                console.print(f"[bold red]curvedit up:[/] {escape(fatal)}; stopping the stack", highlight=False)
                 stack.stop()
                 raise typer.Exit(EXIT_FAILED)
             time.sleep(0.5)
