@@ -34,6 +34,18 @@ def _supervise_until(stack: Stack, predicate, timeout: float = 15.0) -> str | No
     raise AssertionError("supervise() did not get there in time")
 
 
+def _worker_with_horse(pid_file: Path) -> list[str]:
+    """A fake worker that spawns a "work horse" in its own process group (as RQ's SpawnWorker does:
+    the horse calls setpgrp, so killing the worker's process group would miss it)."""
+    code = (
+        "import os, subprocess, time\n"
+        "p = subprocess.Popen(['sleep', '120'], preexec_fn=os.setpgrp)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "p.wait()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,8 +77,7 @@ def test_a_killed_worker_is_restarted_and_the_others_keep_running(tmp_path: Path
 def test_a_dead_workers_orphaned_work_horse_is_killed(tmp_path: Path) -> None:
     stack = _stack(tmp_path)
     horse_file = tmp_path / "horse.pid"
-    # the "worker" starts a "work horse" in its own process group, as RQ's spawned horse is
-    argv = ["sh", "-c", f"sleep 120 & echo $! > {horse_file}; wait"]
+    argv = _worker_with_horse(horse_file)
     try:
         worker = stack._spawn("worker-1", argv, dict(os.environ))
         deadline = time.monotonic() + 10
@@ -84,7 +95,7 @@ def test_a_dead_workers_orphaned_work_horse_is_killed(tmp_path: Path) -> None:
 def test_stop_kills_a_work_horse_left_behind(tmp_path: Path) -> None:
     stack = _stack(tmp_path)
     horse_file = tmp_path / "horse.pid"
-    argv = ["sh", "-c", f"sleep 120 & echo $! > {horse_file}; wait"]
+    argv = _worker_with_horse(horse_file)
     worker = stack._spawn("worker-1", argv, dict(os.environ))
     deadline = time.monotonic() + 10
     while not (horse_file.exists() and horse_file.read_text().strip()) and time.monotonic() < deadline:

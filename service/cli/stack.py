@@ -9,8 +9,8 @@ it flush its AOF). On Linux each child also gets SIGTERM if this process dies (P
 Once started, ``Stack.supervise()`` restarts a child that exits (a killed worker, a worker that quit
 because Redis went away, the embedded Redis itself — same port and AOF directory, so no job is
 lost) with an exponential back-off; only a child that keeps dying right after each restart
-(``max_quick_restarts`` in a row) makes it give up. A dead worker's process group (its orphaned
-work horse) is killed first, so the job's lease expires and the reaper re-runs or fails it.
+(``max_quick_restarts`` in a row) makes it give up. A dead worker's session (its orphaned work
+horse) is killed first, so the job's lease expires and the reaper re-runs or fails it.
 """
 
 from __future__ import annotations
@@ -301,9 +301,8 @@ class Stack:
                         f"({child.quick_failures} times in a row)"
                     )
                 if child.name.startswith("worker"):
-                    # its work horse (same process group) would keep the job's lease alive, orphaned
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(child.proc.pid, signal.SIGKILL)
+                    # its orphaned work horse would keep the job's lease alive with no worker behind it
+                    kill_session(child.proc.pid)
                 delay = min(self.max_backoff_s, 0.5 * 2**child.quick_failures) if child.quick_failures else 0.0
                 child.restart_at = now + delay
                 self.say(
@@ -336,8 +335,7 @@ class Stack:
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
             if child.name.startswith("worker"):  # a work horse left behind by a worker that died
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.proc.pid, signal.SIGKILL)
+                kill_session(child.proc.pid)
 
     def stop(self) -> None:
         """Workers (graceful, up to worker_grace_s), then the gateway, then Redis. Idempotent."""
@@ -364,6 +362,28 @@ class Stack:
                 info = json.loads((self.state_dir / STACK_FILE).read_text())
                 if info.get("pid") == os.getpid():
                     (self.state_dir / STACK_FILE).unlink()
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid`` (a child started with ``setsid``: the worker and
+    whatever it spawned, such as RQ's work horse, which moves to its own process group but stays
+    in the session). Linux (/proc) only; returns how many were signalled."""
+    killed = 0
+    proc = Path("/proc")
+    if not proc.is_dir() or sid <= 1:
+        return 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def _redis_ping(port: int) -> bool:
