@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from service.client import CurveditAPIError, CurveditClient
 from service.config import Settings
@@ -63,7 +64,7 @@ def state(ctx: typer.Context) -> CliState:
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` to stderr and exit with ``code`` (2: bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -71,7 +72,7 @@ def fail_api(exc: CurveditAPIError) -> NoReturn:
     """Map a gateway error to a CLI exit: 4xx is the caller's input (2), anything else 1."""
     where = f" [field: {exc.field}]" if exc.field else ""
     if exc.status == 0:
-        fail(f"{exc.message}\n  is the stack running? start it with `curvedit up` or pass --url", EXIT_FAILED)
+        fail(f"{exc.message} - is the stack running? start it with `curvedit up` or pass --url", EXIT_FAILED)
     if exc.status == 401:
         fail(f"{exc.message} (HTTP 401) - pass --api-key or set CURVEDIT_API_KEY", EXIT_USAGE)
     code = EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILED

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import typer
+from rich.markup import escape
 
 from service.cli.context import EXIT_FAILED, console, fail, fail_api, state
 from service.cli.jobs import follow, report_outcome
@@ -51,7 +52,7 @@ def demo(
         try:
             client.ready()
         except CurveditAPIError as exc:
-            console.print(f"[yellow]warning:[/] {exc.message} - the job waits in the queue until a worker runs")
+            console.print(f"[yellow]warning:[/] {escape(exc.message)} - the job waits in the queue until a worker runs")
     else:
         client.close()
         settings = Settings()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, console, fail, fail_api, state
 from service.cli.render import JobProgress, items_table, job_table, print_results
@@ -36,7 +37,7 @@ def report_outcome(record: dict[str, Any], show_results: bool = True) -> int:
     if status == "failed":
         err = record.get("error") or {}
         if isinstance(err, dict):
-            console.print(f"  [red]{err.get('code', 'error')}[/]: {err.get('message', '')}")
+            console.print(f"  [red]{escape(str(err.get('code', 'error')))}[/]: {escape(str(err.get('message', '')))}")
     if status == "succeeded" and show_results:
         print_results(console, record)
     return exit_code_for(record)
@@ -137,7 +138,8 @@ def _event_line(event: dict[str, Any]) -> str:
     stage = f"[{event['stage']}] " if event.get("stage") else ""
     data = {k: v for k, v in (event.get("data") or {}).items() if k != "kind"}
     extra = f"  {json.dumps(data)[:160]}" if data else ""
-    return f"{ts} [{colour}]{level:<7}[/] {stage}{event.get('message', '')}{extra}"
+    text = escape(f"{stage}{event.get('message', '')}{extra}")
+    return f"{escape(ts)} [{colour}]{escape(f'{level:<7}')}[/] {text}"
 
 
 def events(

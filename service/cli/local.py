@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from service.cli.render import JobProgress, print_results
@@ -61,7 +62,7 @@ class ProgressReporter:
         self.events.append({"time": time.time(), "level": level, "message": message, "data": data})
         if self.verbose or level in ("warning", "error"):
             colour = {"error": "red", "warning": "yellow"}.get(level, "dim")
-            self.display.progress.console.print(f"[{colour}]{level}[/] {message}", highlight=False)
+            self.display.progress.console.print(f"[{colour}]{level}[/] {escape(message)}", highlight=False)
 
     def cancelled(self) -> bool:
         return self._cancel

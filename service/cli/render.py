@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -355,10 +356,10 @@ def job_table(record: Mapping[str, Any]) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("id", str(record.get("id", "?")))
-    table.add_row("status", str(record.get("status", "?")))
+    table.add_row("id", escape(str(record.get("id", "?"))))
+    table.add_row("status", escape(str(record.get("status", "?"))))
     if record.get("stage"):
-        table.add_row("stage", str(record["stage"]))
+        table.add_row("stage", escape(str(record["stage"])))
     frac, done, total, eta = progress_fields(record)
     if frac is not None:
         extra = f"  {done:,}/{total:,} tokens" if done is not None and total else ""
@@ -373,9 +374,9 @@ def job_table(record: Mapping[str, Any]) -> Table:
     err = record.get("error")
     if err:
         text = f"{err.get('code')}: {err.get('message')}" if isinstance(err, Mapping) else str(err)
-        table.add_row("error", f"[red]{text}[/]")
+        table.add_row("error", f"[red]{escape(text)}[/]")
     if job_artifacts(record):
-        table.add_row("artifacts", format_artifacts(job_artifacts(record)))
+        table.add_row("artifacts", escape(format_artifacts(job_artifacts(record))))
     return table
 
 
@@ -398,5 +399,5 @@ def items_table(items: Iterable[Mapping[str, Any]], columns: list[str], title: s
                 row.append(json.dumps(value)[:60])
             else:
                 row.append("" if value is None else str(value))
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table

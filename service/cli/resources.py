@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from service.cli.context import console, fail, fail_api, state
 from service.cli.render import items_table
@@ -36,7 +37,7 @@ def datasets_upload(
     console.print(f"dataset [bold]{record.get('id')}[/]")
     for key in ("name", "bytes", "size", "fingerprint", "sha256", "records"):
         if key in record:
-            console.print(f"  {key}: {record[key]}")
+            console.print(f"  {key}: {escape(str(record[key]))}")
 
 
 @datasets_app.command("show")
