@@ -73,6 +73,21 @@ def dotted(loc: Sequence[Any]) -> str:
     return out
 
 
+# Errors that only say "this union member has the wrong type" (the value is a list, so the float
+# branch of ``float | list[float]`` complains too): the other member's error is the useful one.
+_TYPE_MISMATCH = frozenset(
+    {"float_type", "float_parsing", "int_type", "int_parsing", "list_type", "string_type", "bool_type", "dict_type"}
+)
+
+
+def _most_specific(details: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first error that is not a union member's mere type mismatch (when there is one)."""
+    for d in details:
+        if d.get("type") not in _TYPE_MISMATCH:
+            return d
+    return details[0]
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -101,12 +116,20 @@ def install_error_handlers(app: FastAPI) -> None:
         details = jsonable_encoder(
             [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         )
-        first: dict[str, Any] = details[0] if details else {"loc": [], "msg": "invalid request"}
+        first: dict[str, Any] = _most_specific(details) if details else {"loc": [], "msg": "invalid request"}
         field = dotted(first["loc"]) or None
         if first.get("type") == "json_invalid":
-            message = f"malformed JSON: {first['msg']} at {first['loc']}"
+            # loc is ("body", <character offset>): a position in the text, not a field
+            where = first["loc"][-1] if len(first["loc"]) > 1 else None
+            field = None
+            message = f"malformed JSON in the request body: {first['msg']}" + (
+                f" at character {where}" if isinstance(where, int) else ""
+            )
+        elif field:
+            message = f"{field}: {first['msg']}"
         else:
-            message = f"{field}: {first['msg']}" if field else str(first["msg"])
+            where = {"body": "request body", "query": "query", "header": "header"}.get(str((first["loc"] or [""])[0]))
+            message = f"{where}: {first['msg']}" if where else str(first["msg"])
         return JSONResponse(
             error_body("validation_error", message, field, details=details),
             status_code=422,
@@ -126,7 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(
                 "redis_unavailable",
-                f"the job store (Redis) is unreachable: {exc}. Retry later; check CURVEDIT_REDIS_URL.",
+                f"the job store (Redis) is unreachable: {str(exc).rstrip('.')}. Retry later; check CURVEDIT_REDIS_URL.",
             ),
             status_code=503,
             headers={"Retry-After": "5"},

@@ -99,6 +99,13 @@ def _check_targets(spec: EditJobSpec, info: ModelInfo) -> None:
                     "unknown_module",
                 )
     else:
+        if edit.layers is not None and not edit.layers:
+            raise _invalid(
+                "edit.layers",
+                f"must not be empty: the {info.model_type} model has {info.num_layers} layers; "
+                "omit edit.layers to edit every layer",
+                "unknown_layer",
+            )
         layers = (
             [_check_layer(x, info, f"edit.layers[{i}]") for i, x in enumerate(edit.layers)]
             if edit.layers is not None

@@ -102,7 +102,7 @@ def test_spec_validation_errors(env) -> None:  # type: ignore[no-untyped-def]
     cases = [
         (job_body(keep_mass=1.5), "edit.keep_mass"),
         (job_body(keep_mass=0), "edit.keep_mass"),
-        (job_body(keep_mass=[0.5, 1.2]), "edit.keep_mass"),
+        (job_body(keep_mass=[0.5, 1.2]), "edit.keep_mass[1]"),  # the list member at fault, not the float branch
         ({**job_body(), "surprise": 1}, "surprise"),
         ({**job_body(), "model": {"path": "llama", "colour": "red"}}, "model.colour"),
     ]
@@ -118,6 +118,33 @@ def test_spec_validation_errors(env) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 422
     e = err(r)
     assert "malformed JSON" in e["message"] and e["details"][0]["type"] == "json_invalid"
+    # regression: the character offset used to be reported as the field ("[28]")
+    assert e["field"] is None and "at character 28" in e["message"], e
+
+
+def test_keep_mass_errors_name_the_real_problem(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a bad sweep value was reported as 'edit.keep_mass: Input should be a valid number'
+    (the float branch of float | list[float]) instead of naming the list member out of range."""
+    client, _ = env
+    r = client.post("/v1/edit-jobs", json=job_body(keep_mass=[0.9, 1.5]), headers=auth())
+    e = err(r)
+    assert r.status_code == 422 and e["field"] == "edit.keep_mass[1]", e
+    assert "less than or equal to 1" in e["message"], e
+    r = client.post("/v1/edit-jobs", json=job_body(keep_mass=0), headers=auth())
+    e = err(r)
+    assert e["field"] == "edit.keep_mass" and "greater than 0" in e["message"], e
+    r = client.post("/v1/edit-jobs", json=[1, 2], headers=auth())
+    e = err(r)
+    assert r.status_code == 422 and e["message"].startswith("request body: "), e
+
+
+def test_empty_layer_list_is_rejected_at_submit(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: edit.layers = [] was accepted (202) and the job failed later in the worker."""
+    client, _ = env
+    r = client.post("/v1/edit-jobs", json=job_body(layers=[]), headers=auth())
+    assert r.status_code == 422, r.text
+    e = err(r)
+    assert e["field"] == "edit.layers" and "must not be empty" in e["message"], e
 
 
 def test_path_and_model_errors(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

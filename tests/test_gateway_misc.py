@@ -199,6 +199,7 @@ def test_redis_down_is_503(tmp_path: Path) -> None:
             assert r.status_code == 503, r.text
             e = err(r)
             assert e["code"] == "redis_unavailable" and "Redis" in e["message"]
+            assert ".." not in e["message"], e  # regression: "Connection refused.. Retry later"
         r = client.post("/v1/datasets", content=b"text", headers={**auth(), "Content-Type": "text/plain"})
         assert r.status_code == 503
         r = client.post("/v1/edit-jobs", json=job_body(), headers={**auth(), "Idempotency-Key": "k1"})
