@@ -138,8 +138,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
+        payload = getattr(exc, "payload", None)  # exceptions that carry their full error body
         return JSONResponse(
-            error_body(code, str(exc.detail)),
+            payload if isinstance(payload, dict) else error_body(code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

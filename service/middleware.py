@@ -22,6 +22,7 @@ class _TooLarge(StarletteHTTPException):
 
     def __init__(self, limit: int, name: str) -> None:
         super().__init__(413, _message(limit, name))
+        self.payload = _body(limit, name)  # the standard handler answers with the same body as _send_413
 
 
 class BodyLimitMiddleware:
@@ -77,15 +78,17 @@ def _message(limit: int, name: str) -> str:
     return f"request body is larger than the limit of {limit} bytes ({name}, CURVEDIT_{name.upper()})"
 
 
+def _body(limit: int, name: str) -> dict[str, Any]:
+    return error_body(
+        "payload_too_large",
+        _message(limit, name),
+        "file" if name == "max_upload_bytes" else None,
+        limit_bytes=limit,
+    )
+
+
 async def _send_413(send: Send, limit: int, name: str) -> None:
-    body = json.dumps(
-        error_body(
-            "payload_too_large",
-            _message(limit, name),
-            "file" if name == "max_upload_bytes" else None,
-            limit_bytes=limit,
-        )
-    ).encode()
+    body = json.dumps(_body(limit, name)).encode()
     await send(
         {
             "type": "http.response.start",

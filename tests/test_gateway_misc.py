@@ -108,7 +108,38 @@ def test_dataset_upload_rejections(env) -> None:  # type: ignore[no-untyped-def]
         assert needle in err(r)["message"] and err(r)["field"] == "file"
     r = client.post("/v1/datasets", json={"texts": ["a"]}, headers=auth())
     assert r.status_code == 415
+    # regression: a raw body of any other type was stored as a text dataset (the docs promise 415)
+    r = client.post("/v1/datasets", content=b"\x89PNG", headers={**auth(), "Content-Type": "image/png"})
+    assert r.status_code == 415 and err(r)["code"] == "unsupported_media_type" and "image/png" in err(r)["message"]
     assert not list(settings.dataset_dir.iterdir())  # nothing half-written remains
+    r = client.post("/v1/datasets", content=b"a doc\n", headers={**auth(), "Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+
+
+def test_streamed_oversized_bodies_get_the_standard_413(env) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a body without Content-Length that passed the limit while streaming got a bare
+    413 (field null, no limit_bytes) instead of the body a declared-too-large request gets."""
+    client, settings = env
+
+    def one_big_chunk(n: int) -> Iterator[bytes]:
+        yield b"z" * n
+
+    r = client.post(
+        "/v1/datasets",
+        content=one_big_chunk(settings.max_upload_bytes + (128 << 10)),
+        headers={**auth(), "Content-Type": "text/plain"},
+    )
+    assert r.status_code == 413, r.text
+    e = err(r)
+    assert e["code"] == "payload_too_large" and e["field"] == "file" and e["limit_bytes"] == settings.max_upload_bytes
+    r = client.post(
+        "/v1/edit-jobs",
+        content=one_big_chunk(settings.max_body_bytes + 10),
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+    e = err(r)
+    assert e["code"] == "payload_too_large" and e["limit_bytes"] == settings.max_body_bytes, e
 
 
 # ------------------------------------------------------------------------------------ factors

@@ -39,6 +39,15 @@ async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _raw_upload_type(content_type: str) -> bool:
+    """Content types a raw (non-multipart) upload may have: text, ndjson, or unspecified bytes."""
+    return (
+        content_type in _JSONL_TYPES
+        or content_type in ("", "application/octet-stream")
+        or (content_type.startswith("text/") and content_type != "text/html")
+    )
+
+
 def _guess_kind(name: str | None, content_type: str) -> DatasetKind:
     if (name or "").lower().endswith((".jsonl", ".ndjson")) or content_type in _JSONL_TYPES:
         return "jsonl"
@@ -104,12 +113,12 @@ async def upload_dataset(
         if upload.size is not None and upload.size > limit:
             raise too_large(limit)
         received = await receive(_file_chunks(upload), directory, limit)
-    elif content_type in ("application/json", "application/x-www-form-urlencoded"):
+    elif not _raw_upload_type(content_type):
         raise ApiError(
             415,
             "unsupported_media_type",
-            "upload a dataset as multipart/form-data (field 'file') or as a raw text/plain or "
-            "application/x-ndjson body",
+            f"cannot take a {content_type!r} body as a dataset: upload it as multipart/form-data (field "
+            "'file') or as a raw text/plain or application/x-ndjson body",
         )
     else:
         kind = kind or _guess_kind(name, content_type)
