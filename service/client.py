@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -130,6 +131,15 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             event_id = value
 
 
+def _segment(value: str, what: str = "id") -> str:
+    """``value`` as one URL path segment: percent-encoded, so an id such as '../../healthz' or
+    'x?status=running' cannot reach another endpoint (it is looked up, and not found, as an id)."""
+    if not value:
+        raise CurveditAPIError(400, "invalid_id", f"the {what} must not be empty", field=what)
+    seg = quote(value, safe="")
+    return seg.replace(".", "%2E") if seg in (".", "..") else seg
+
+
 class CurveditClient:
     """Synchronous client for one gateway. Usable as a context manager."""
 
@@ -179,7 +189,7 @@ class CurveditClient:
         return self._json("POST", "/v1/edit-jobs", json=body, headers=headers)
 
     def get(self, job_id: str) -> JobRecord:
-        return self._json("GET", f"/v1/edit-jobs/{job_id}")
+        return self._json("GET", f"/v1/edit-jobs/{_segment(job_id, 'job id')}")
 
     def list(self, status: str | None = None, cursor: str | None = None, limit: int | None = None) -> dict:
         """One page, newest first: ``{"data": [job, ...], "next_cursor": str | None}``."""
@@ -197,12 +207,12 @@ class CurveditClient:
                 return
 
     def cancel(self, job_id: str) -> JobRecord:
-        return self._json("POST", f"/v1/edit-jobs/{job_id}/cancel")
+        return self._json("POST", f"/v1/edit-jobs/{_segment(job_id, 'job id')}/cancel")
 
     def events(self, job_id: str, after: int | None = None) -> Items:
         """The event log (``seq``, ``time``, ``level``, ``message``, ``data``), oldest first."""
         params = {"after": after} if after is not None else None
-        body = self._json("GET", f"/v1/edit-jobs/{job_id}/events", params=params)
+        body = self._json("GET", f"/v1/edit-jobs/{_segment(job_id, 'job id')}/events", params=params)
         return page_items(body)
 
     def stream_events(self, job_id: str, after: int | None = None) -> Iterator[dict[str, Any]]:
@@ -215,7 +225,7 @@ class CurveditClient:
         try:
             with self._http.stream(
                 "GET",
-                f"/v1/edit-jobs/{job_id}/events/stream",
+                f"/v1/edit-jobs/{_segment(job_id, 'job id')}/events/stream",
                 headers=headers,
                 timeout=httpx.Timeout(30.0, read=None),
             ) as response:
@@ -265,10 +275,10 @@ class CurveditClient:
         return self._json("GET", "/v1/datasets", params=params)
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/datasets/{dataset_id}")
+        return self._json("GET", f"/v1/datasets/{_segment(dataset_id, 'dataset id')}")
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self._json("DELETE", f"/v1/datasets/{dataset_id}")
+        self._json("DELETE", f"/v1/datasets/{_segment(dataset_id, 'dataset id')}")
 
     # --- factor cache -----------------------------------------------------------------------
     def factors(self) -> Items:
@@ -276,7 +286,7 @@ class CurveditClient:
         return page_items(self._json("GET", "/v1/factors"))
 
     def delete_factor(self, key: str) -> None:
-        self._json("DELETE", f"/v1/factors/{key}")
+        self._json("DELETE", f"/v1/factors/{_segment(key, 'factor key')}")
 
     # --- health -------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -60,3 +60,18 @@ def test_tables_show_markup_like_values_verbatim() -> None:
     console.print(items_table([{"id": "ds_1", "name": "[/weird]"}], ["id", "name"]))
     text = console.export_text()
     assert "bad [/oops] and [bold]" in text and "[/weird]" in text
+
+
+def test_ids_cannot_reach_other_endpoints(gw_env: dict[str, str]) -> None:
+    """Regression: ids were pasted into URLs unquoted, so `curvedit status ../../healthz` printed
+    the health check as a job (exit 0) and `datasets show ../edit-jobs` dumped the job list."""
+    code, out = run("status", "../../healthz", env=gw_env)
+    assert code == 2 and "HTTP 404" in out, out
+    code, out = run("datasets", "show", "../edit-jobs", env=gw_env)
+    assert code == 2 and "HTTP 404" in out, out
+    code, out = run("cancel", "..", env=gw_env)
+    assert code == 2 and "HTTP 404" in out, out
+    code, out = run("status", "x?status=running", env=gw_env)
+    assert code == 2 and "HTTP 404" in out and "x?status=running" in out, out
+    code, out = run("status", "", env=gw_env)
+    assert code == 2 and "must not be empty" in out, out
