@@ -242,11 +242,28 @@ class CurveditClient:
         poll: float = 0.5,
         timeout: float | None = None,
         on_update: Callable[[JobRecord], None] | None = None,
+        outage_grace: float = 120.0,
     ) -> JobRecord:
-        """Poll until the job is succeeded, failed or cancelled; returns the final record."""
+        """Poll until the job is succeeded, failed or cancelled; returns the final record. A gateway
+        that answered once and is then briefly unreachable or answers 502/503/504 (Redis restarting)
+        is polled again for up to ``outage_grace`` seconds before the error is raised: the job
+        itself goes on."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
+        seen = False
         while True:
-            record = self.get(job_id)
+            try:
+                record = self.get(job_id)
+            except CurveditAPIError as exc:
+                if exc.status not in (0, 502, 503, 504) or not seen:  # a wrong URL fails at once
+                    raise
+                now = time.monotonic()
+                outage_since = now if outage_since is None else outage_since
+                if now - outage_since > outage_grace or (deadline is not None and now > deadline):
+                    raise
+                time.sleep(max(poll, 1.0))
+                continue
+            outage_since, seen = None, True
             if on_update is not None:
                 on_update(record)
             if record.get("status") in TERMINAL:
