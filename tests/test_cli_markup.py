@@ -75,3 +75,12 @@ def test_ids_cannot_reach_other_endpoints(gw_env: dict[str, str]) -> None:
     assert code == 2 and "HTTP 404" in out and "x?status=running" in out, out
     code, out = run("status", "", env=gw_env)
     assert code == 2 and "must not be empty" in out, out
+
+
+def test_edit_with_an_unusable_cache_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    """Regression: `curvedit edit --cache /proc/nope` died with a FileNotFoundError traceback."""
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"model": {"path": "m"}, "calibration": {"texts": ["a b c"]}}')
+    code, out = run("edit", "--spec", str(spec), "--cache", "/proc/nope/cache")
+    assert code == 2, out
+    assert "Traceback" not in out and "--cache: cannot open the factor cache '/proc/nope/cache'" in out, out

@@ -112,7 +112,10 @@ def edit(
     from workers.pipeline.reporting import JobCancelled
 
     job_id = "local-" + time.strftime("%Y%m%d-%H%M%S")
-    factor_cache = open_factor_cache(settings)
+    try:
+        factor_cache = open_factor_cache(settings)
+    except (OSError, ValueError, ImportError) as exc:
+        fail(f"--cache: cannot open the factor cache {settings.factor_cache!r}: {exc}")
     t0 = time.monotonic()
     with JobProgress(console) as display:
         reporter = ProgressReporter(display, verbose=verbose)
