@@ -215,26 +215,49 @@ class CurveditClient:
         body = self._json("GET", f"/v1/edit-jobs/{_segment(job_id, 'job id')}/events", params=params)
         return page_items(body)
 
-    def stream_events(self, job_id: str, after: int | None = None) -> Iterator[dict[str, Any]]:
-        """Follow ``/events/stream`` (Server-Sent Events) until the server ends it. Yields
+    def stream_events(
+        self, job_id: str, after: int | None = None, outage_grace: float = 120.0
+    ) -> Iterator[dict[str, Any]]:
+        """Follow ``/events/stream`` (Server-Sent Events) until the job ends. Yields
         ``{"event", "id", "data"}``: ``log`` (data: one event), ``job`` (data: the job record after a
-        status/stage/progress change) and a final ``end`` (data: the terminal job record)."""
-        headers = {"Accept": "text/event-stream"}
-        if after is not None:
-            headers["Last-Event-ID"] = str(after)
-        try:
-            with self._http.stream(
-                "GET",
-                f"/v1/edit-jobs/{_segment(job_id, 'job id')}/events/stream",
-                headers=headers,
-                timeout=httpx.Timeout(30.0, read=None),
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise CurveditAPIError.from_response(response)
-                yield from parse_sse(response.iter_lines())
-        except httpx.TransportError as exc:
-            raise CurveditAPIError(0, "unreachable", f"event stream from {self.base_url} broke: {exc}") from exc
+        status/stage/progress change) and a final ``end`` (data: the terminal job record).
+
+        A stream that breaks or closes before ``end`` once it was open (a gateway restart, Redis
+        away: 502/503/504) is reopened with ``Last-Event-ID`` for up to ``outage_grace`` seconds,
+        so no event is lost or repeated; a stream that never opened raises at once."""
+        path = f"/v1/edit-jobs/{_segment(job_id, 'job id')}/events/stream"
+        last = after
+        opened = False
+        outage_since: float | None = None
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                timeout = httpx.Timeout(30.0, read=None)
+                with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise CurveditAPIError.from_response(response)
+                    opened, outage_since = True, None
+                    for message in parse_sse(response.iter_lines()):
+                        if message["event"] == "log" and str(message.get("id") or "").isdigit():
+                            last = int(message["id"])
+                        yield message
+                        if message["event"] == "end":
+                            return
+                error = CurveditAPIError(0, "unreachable", f"the event stream from {self.base_url} ended early")
+            except httpx.TransportError as exc:
+                error = CurveditAPIError(0, "unreachable", f"event stream from {self.base_url} broke: {exc}")
+            except CurveditAPIError as exc:
+                if exc.status not in (502, 503, 504):
+                    raise
+                error = exc
+            now = time.monotonic()
+            outage_since = now if outage_since is None else outage_since
+            if not opened or now - outage_since > outage_grace:
+                raise error
+            time.sleep(1.0)
 
     def wait(
         self,

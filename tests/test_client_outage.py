@@ -49,3 +49,38 @@ def test_wait_fails_at_once_when_the_gateway_never_answered() -> None:
     with pytest.raises(CurveditAPIError):
         client.wait("job_1", poll=0.01)
     assert len(calls) == 1
+
+
+def _sse(*messages: str) -> bytes:
+    return "".join(messages).encode()
+
+
+def test_stream_events_resumes_after_a_break_without_losing_or_repeating_events() -> None:
+    """Regression: a gateway restart mid-stream ended `curvedit events --follow` (exit 1, or exit 0
+    when the server closed cleanly before `end`) though the job went on."""
+    seen_headers: list[str | None] = []
+    bodies = [
+        _sse('id: 1\nevent: log\ndata: {"seq": 1}\n\n', 'id: 2\nevent: log\ndata: {"seq": 2}\n\n'),  # closes early
+        None,  # gateway down
+        _sse('id: 3\nevent: log\ndata: {"seq": 3}\n\n', 'event: end\ndata: {"status": "succeeded"}\n\n'),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_headers.append(request.headers.get("Last-Event-ID"))
+        body = bodies[len(seen_headers) - 1]
+        if body is None:
+            return httpx.Response(503, json=_DOWN)
+        return httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})
+
+    client = CurveditClient("http://gw", transport=httpx.MockTransport(handler))
+    got = list(client.stream_events("job_1", outage_grace=10))
+    assert [m["data"].get("seq") for m in got if m["event"] == "log"] == [1, 2, 3]
+    assert got[-1]["event"] == "end"
+    assert seen_headers == [None, "2", "2"]
+
+
+def test_stream_events_that_never_opened_raise_at_once() -> None:
+    client, calls = _client([(503, _DOWN)])
+    with pytest.raises(CurveditAPIError):
+        list(client.stream_events("job_1"))
+    assert len(calls) == 1
