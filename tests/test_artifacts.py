@@ -51,3 +51,23 @@ def test_delta_reapplies_and_reverts(tmp_path: Path) -> None:
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
     with pytest.raises(KeyError):
         apply_delta(nn.Linear(4, 3), path)
+
+
+def test_staging_dir_removes_what_an_earlier_killed_attempt_left(tmp_path: Path) -> None:
+    final = tmp_path / "job"
+    stale = tmp_path / "job.tmp-job_1-0123456789ab"  # a kill -9'd attempt of job_1
+    (stale / "rho-0.5").mkdir(parents=True)
+    other = tmp_path / "job.tmp-job_2-0123456789ab"  # another job's staging: not ours to touch
+    other.mkdir()
+    with staging_dir(final, attempt_tag="job_1") as tmp:
+        (tmp / "x").write_text("y")
+    assert (final / "x").read_text() == "y"
+    assert not stale.exists()
+    assert other.exists()
+
+
+def test_distinct_sweep_values_get_distinct_directories() -> None:
+    from workers.pipeline.run import point_dirname
+
+    assert point_dirname(0.6) == "rho-0.6"
+    assert point_dirname(0.9) != point_dirname(0.9000000001)

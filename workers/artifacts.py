@@ -18,6 +18,7 @@ One result directory holds:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import platform
@@ -57,14 +58,23 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
-    """Yield ``<final>.tmp-<random>``; when the block ends it is renamed to ``final`` (refusing to
-    replace an existing directory); when the block raises it is removed, leaving nothing behind."""
+def staging_dir(final: Path, attempt_tag: str | None = None) -> Iterator[Path]:
+    """Yield ``<final>.tmp-[<tag>-]<random>``; when the block ends it is renamed to ``final``
+    (refusing to replace an existing directory); when the block raises it is removed, leaving
+    nothing behind.
+
+    ``attempt_tag`` (the job id) names the staging directories of one job: a process killed with
+    ``kill -9`` cannot clean up, so the next attempt of the same job first removes the staging
+    directories its earlier attempts left (only one live process holds a job at a time)."""
     final = Path(final)
     if final.exists():
         raise PipelineError("output_exists", f"output directory {final} already exists; choose another output.path")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{final.name}.tmp-{secrets.token_hex(6)}"
+    prefix = f"{final.name}.tmp-{attempt_tag}-" if attempt_tag else f"{final.name}.tmp-"
+    if attempt_tag:
+        for stale in final.parent.glob(f"{glob.escape(prefix)}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.parent / f"{prefix}{secrets.token_hex(6)}"
     tmp.mkdir()
     try:
         yield tmp

@@ -40,8 +40,9 @@ EDITED_COPIES_BYTES = 4 * 2**30
 
 
 def point_dirname(keep_mass: float) -> str:
-    """Directory name of one sweep point's result, e.g. ``rho-0.6``."""
-    return f"rho-{keep_mass:g}"
+    """Directory name of one sweep point's result, e.g. ``rho-0.6``: the shortest text that reads
+    back as the same float, so distinct sweep values never share a directory."""
+    return f"rho-{float(keep_mass)!r}"
 
 
 def keep_mass_for(base: float, overrides: list[KeepMassOverride], n_layers: int) -> Callable[[EditTarget], float]:
@@ -259,7 +260,7 @@ def _run(
         "versions": library_versions(),
     }
     single = len(points) == 1
-    with staging_dir(out_dir) as tmp:
+    with staging_dir(out_dir, attempt_tag=job_id) as tmp:
         for i, point in enumerate(points):
             _check_cancel(reporter, "export")
             edited_now = load_point(i)
