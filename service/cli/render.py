@@ -100,6 +100,7 @@ class JobProgress:
         self.current: str | None = None
         self.status_task: TaskID | None = None
         self.token_info: dict[str, str] = {}
+        self.token_totals: dict[str, int] = {}
 
     def __enter__(self) -> JobProgress:
         self.progress.start()
@@ -127,7 +128,9 @@ class JobProgress:
     def _finish(self, name: str) -> None:
         """Mark a stage done: full bar, the clock stopped, no stale ETA."""
         task_id = self.tasks[name]
-        self.progress.update(task_id, completed=1.0, info=self.token_info.get(name, ""))
+        total = self.token_totals.get(name)
+        info = f"{total:,}/{total:,} tok" if total else self.token_info.get(name, "")
+        self.progress.update(task_id, completed=1.0, info=info)
         self.progress.stop_task(task_id)
 
     def advance(
@@ -143,6 +146,8 @@ class JobProgress:
         if tokens_done is not None:
             info.append(f"{tokens_done:,}" + (f"/{tokens_total:,} tok" if tokens_total else " tok"))
             self.token_info[self.current] = info[0]
+            if tokens_total:
+                self.token_totals[self.current] = int(tokens_total)
         if eta_s is not None and eta_s > 0:
             info.append(f"ETA {eta_s:.0f}s")
         kwargs: dict[str, Any] = {"info": "  ".join(info)}

@@ -357,6 +357,7 @@ def compute_curvature(
                 progress=progress,
                 should_cancel=reporter.cancelled,
             )
+        reporter.progress(1.0, tokens_done=tokens, tokens_total=tokens)  # the final, never rate-limited update
         for fid in need:
             sums[fid] = collected[fid]
             if cache is not None:
