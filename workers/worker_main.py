@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 
 import redis
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from service.config import Settings, get_settings
 from service.queue import get_queue
 from workers.lease import lease_ttl_s
 from workers.worker import CurveditWorker
+
+log = logging.getLogger(__name__)
 
 
 def build_worker(settings: Settings, *, name: str | None = None) -> CurveditWorker:
@@ -37,11 +41,52 @@ def build_worker(settings: Settings, *, name: str | None = None) -> CurveditWork
     return worker
 
 
-def run_worker(settings: Settings | None = None, burst: bool = False, *, name: str | None = None) -> bool:
-    """Run the worker loop (returns when ``burst`` and the queue is empty, or on SIGTERM)."""
+def redis_reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    finally:
+        client.close()
+
+
+def run_worker(
+    settings: Settings | None = None, burst: bool = False, *, name: str | None = None, max_backoff_s: float = 30.0
+) -> bool:
+    """Run the worker loop (returns when ``burst`` and the queue is empty, or on SIGTERM).
+
+    RQ's loop quits when it loses Redis (a restart, a failover); this one then waits for Redis to
+    answer again, with exponential back-off, and starts a fresh worker, so a Redis restart needs no
+    process supervisor. A job whose horse outlived the outage finishes on its own (it holds the
+    job's lease); a job that died with it is recovered by the reaper."""
     settings = settings or get_settings()
-    worker = build_worker(settings, name=name)
-    return worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
+    if not settings.redis_url:
+        raise SystemExit("the worker needs CURVEDIT_REDIS_URL (or run it through `curvedit up`)")
+    delay = 1.0
+    while True:
+        worker: CurveditWorker | None = None
+        result = False
+        started = time.monotonic()
+        try:
+            worker = build_worker(settings, name=name)
+            result = bool(worker.work(burst=burst, logging_level="INFO", with_scheduler=False))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("worker lost Redis: %s", exc)
+        if burst or (worker is not None and getattr(worker, "_stop_requested", False)):
+            return result
+        if time.monotonic() - started > 60:
+            delay = 1.0  # it ran fine for a while: this is a new incident
+        try:  # RQ's signal handlers are still installed: SIGTERM now raises StopRequested
+            while not redis_reachable(settings.redis_url):
+                log.warning("Redis at %s does not answer; retrying in %.0f s", settings.redis_url, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
+            log.warning("the RQ worker loop ended without a stop request; starting a fresh worker in %.0f s", delay)
+            time.sleep(delay)
+        except StopRequested:
+            return result
+        delay = min(delay * 2, max_backoff_s)
 
 
 def main(argv: list[str] | None = None) -> None:
