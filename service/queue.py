@@ -16,13 +16,16 @@ import redis
 from rq import Queue
 from rq import worker_registration as registration
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Callback, Job
 from rq.serializers import JSONSerializer
 
 from service.config import Settings
 from service.store.jobs import CANCELLED, QUEUED, JobStore
 
 JOB_FUNCTION = "workers.rq_job.run_edit_job"
+# Called by RQ when it gives up on a job, including one abandoned by a worker that died before
+# the job reached ``running`` (RQ's started-registry cleanup); it redelivers or fails the record.
+FAILURE_CALLBACK = "workers.reaper.on_rq_failure"
 
 
 def get_queue(redis_client: redis.Redis, settings: Settings) -> Queue:
@@ -39,6 +42,7 @@ def enqueue_job(redis_client: redis.Redis, settings: Settings, job_id: str) -> J
         failure_ttl=settings.failure_ttl_s,
         result_ttl=settings.failure_ttl_s,
         description=f"curvedit edit job {job_id}",
+        on_failure=Callback(FAILURE_CALLBACK),
     )
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rq.job import Job
+from rq.job import Callback, Job
 
-from service.config import Settings
-from service.queue import JOB_FUNCTION, get_queue
+from service.config import Settings, get_settings
+from service.queue import FAILURE_CALLBACK, JOB_FUNCTION, get_queue
 from service.store import keys
 from service.store.jobs import QUEUED, RUNNING, JobStore
 from workers.lease import lease_holder, lease_key
@@ -90,6 +90,7 @@ def _enqueue_retry(client: Any, settings: Settings, job_id: str, rq_id: str, wha
         failure_ttl=settings.failure_ttl_s,
         result_ttl=settings.failure_ttl_s,
         description=f"curvedit edit job {job_id} ({what})",
+        on_failure=Callback(FAILURE_CALLBACK),
     )
 
 
@@ -104,3 +105,40 @@ def reap_lost_jobs(client: Any, settings: Settings) -> dict[str, str]:
         if outcome:
             outcomes[job_id] = outcome
     return outcomes
+
+
+def _record_of_rq_id(rq_id: str) -> str:
+    """``job_x``, ``job_x-attempt-2``, ``job_x-redeliver-1`` (and RQ's ``<id>:<execution>``) -> ``job_x``."""
+    return rq_id.split(":")[0].split("-")[0]
+
+
+def _other_rq_job_pending(client: Any, settings: Settings, record_id: str, except_rq_id: str) -> bool:
+    """True when another RQ job for this record is still queued or being executed."""
+    queue = get_queue(client, settings)
+    ids = list(queue.get_job_ids()) + list(queue.started_job_registry.get_job_ids(cleanup=False))
+    return any(_record_of_rq_id(i) == record_id and i.split(":")[0] != except_rq_id for i in ids)
+
+
+def on_rq_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ ``on_failure`` callback. Our job function records its own failures, so what reaches
+    here with the record still ``queued`` or ``running`` is a job RQ abandoned (its worker and
+    horse died, perhaps before the job was marked running): redeliver it, or fail it with
+    ``worker_lost`` after ``job_max_attempts``. Records already terminal are left alone."""
+    record_id = record_id_of(job)
+    if not record_id:
+        return
+    settings = get_settings()
+    if job.origin and job.origin != settings.queue_name:  # retry on the queue the job came from
+        settings = settings.model_copy(update={"queue_name": job.origin})
+    rec = JobStore(connection).get(record_id)
+    if rec is None or rec["status"] not in (QUEUED, RUNNING) or lease_holder(connection, record_id) is not None:
+        return
+    if _other_rq_job_pending(connection, settings, record_id, job.id):
+        return  # a retry is already on its way (e.g. the worker's horse-death handler made one)
+    reason = f"RQ gave up on execution {job.id} ({getattr(exc_type, '__name__', exc_type)})"
+    outcome = (
+        recover_job(connection, settings, record_id, reason)
+        if rec["status"] == RUNNING
+        else redeliver_unstarted(connection, settings, record_id, reason)
+    )
+    log.warning("job %s: %s -> %s", record_id, reason, outcome)
