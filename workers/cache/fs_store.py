@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 import torch
 
-from workers.cache.codec import checksum, decode, encode
+from workers.cache.codec import checksum, decode, encode, index_record
 from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey
 
@@ -82,19 +82,7 @@ class FsFactorStore:
             log.warning("factor cache entry %s exceeds the budget; not stored", key.digest)
             return False
         digest = key.digest
-        now = time.time()
-        record = {
-            "key": digest,
-            "bytes": len(blob),
-            "created_at": now,
-            "last_used": now,
-            "model": key.model,
-            "module": key.module,
-            "kind": key.kind,
-            "n_chunks": 1,
-            "sha256": checksum(blob),
-            "args": key.args,
-        }
+        record = index_record(key, blob, n_chunks=1)
         self._write_atomic(self._blob(digest), blob)
         self._write_atomic(self._meta(digest), json.dumps(record).encode())
         self._evict(keep=digest)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from service.store.keys import FACTORS_INDEX
-from workers.cache.codec import checksum, decode, encode
+from workers.cache.codec import checksum, decode, encode, index_record
 from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey
 
@@ -128,19 +128,7 @@ class RedisFactorStore:
         pieces = [view[i : i + self.chunk_bytes] for i in range(0, len(blob), self.chunk_bytes)] or [view]
         for i, piece in enumerate(pieces):
             self.client.set(_tmp_chunk_key(digest, nonce, i), piece, ex=_TMP_TTL_S)
-        now = time.time()
-        record = {
-            "key": digest,
-            "bytes": len(blob),
-            "created_at": now,
-            "last_used": now,
-            "model": key.model,
-            "module": key.module,
-            "kind": key.kind,
-            "n_chunks": len(pieces),
-            "sha256": checksum(blob),
-            "args": key.args,
-        }
+        record = index_record(key, blob, n_chunks=len(pieces))
         old = self._record(digest)
         with self.client.pipeline(transaction=True) as pipe:
             if old is not None:
