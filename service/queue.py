@@ -32,16 +32,19 @@ def get_queue(redis_client: redis.Redis, settings: Settings) -> Queue:
     return Queue(settings.queue_name, connection=redis_client, serializer=JSONSerializer)
 
 
-def enqueue_job(redis_client: redis.Redis, settings: Settings, job_id: str) -> Job:
-    """Put ``workers.rq_job.run_edit_job(job_id)`` on the settings' queue."""
+def enqueue_job(
+    redis_client: redis.Redis, settings: Settings, job_id: str, *, rq_id: str | None = None, note: str | None = None
+) -> Job:
+    """Put ``workers.rq_job.run_edit_job(job_id)`` on the settings' queue. The RQ job id is the
+    record id, or ``rq_id`` for a retry of the same record (``note`` says which one)."""
     return get_queue(redis_client, settings).enqueue_call(
         JOB_FUNCTION,
         args=(job_id,),
-        job_id=job_id,
+        job_id=rq_id or job_id,
         timeout=settings.job_timeout_s,
         failure_ttl=settings.failure_ttl_s,
         result_ttl=settings.failure_ttl_s,
-        description=f"curvedit edit job {job_id}",
+        description=f"curvedit edit job {job_id}" + (f" ({note})" if note else ""),
         on_failure=Callback(FAILURE_CALLBACK),
     )
 

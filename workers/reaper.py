@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rq.job import Callback, Job
+from rq.job import Job
 
 from service.config import Settings, get_settings
-from service.queue import FAILURE_CALLBACK, JOB_FUNCTION, get_queue
+from service.queue import JOB_FUNCTION, enqueue_job, get_queue
 from service.store import keys
 from service.store.jobs import QUEUED, RUNNING, JobStore
 from workers.lease import lease_holder, lease_key
@@ -82,16 +82,7 @@ def redeliver_unstarted(client: Any, settings: Settings, job_id: str, reason: st
 
 
 def _enqueue_retry(client: Any, settings: Settings, job_id: str, rq_id: str, what: str) -> None:
-    get_queue(client, settings).enqueue_call(
-        JOB_FUNCTION,
-        args=(job_id,),
-        job_id=rq_id,
-        timeout=settings.job_timeout_s,
-        failure_ttl=settings.failure_ttl_s,
-        result_ttl=settings.failure_ttl_s,
-        description=f"curvedit edit job {job_id} ({what})",
-        on_failure=Callback(FAILURE_CALLBACK),
-    )
+    enqueue_job(client, settings, job_id, rq_id=rq_id, note=what)
 
 
 def reap_lost_jobs(client: Any, settings: Settings) -> dict[str, str]:
