@@ -16,6 +16,7 @@ import httpx
 import uvicorn
 
 from service.config import Settings
+from tests.gateway_helpers import make_settings
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"alice": "cli-key-alice-1234", "bob": "cli-key-bob-5678"}
@@ -28,22 +29,16 @@ def free_port() -> int:
 
 
 def gateway_settings(tmp: Path, redis_url: str, **overrides: Any) -> Settings:
-    roots = {name: tmp / name for name in ("models", "data", "out", "datasets", "state")}
-    for p in roots.values():
-        p.mkdir(parents=True, exist_ok=True)
+    """The gateway tests' settings (``make_settings``) with this module's keys, queue and a state dir."""
+    (tmp / "state").mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = dict(
-        redis_url=redis_url,
-        model_root=roots["models"],
-        data_root=roots["data"],
-        output_root=roots["out"],
-        dataset_dir=roots["datasets"],
-        state_dir=roots["state"],
+        state_dir=tmp / "state",
         api_keys=",".join(f"{n}:{k}" for n, k in KEYS.items()),
         queue_name="curvedit-cli-test",
-        max_upload_bytes=4096,
+        max_body_bytes=Settings.model_fields["max_body_bytes"].default,
     )
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return make_settings(tmp, redis_url, **values)
 
 
 @contextmanager
