@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (set up, start the stack, run the demo edit)
-# and `make test` (set up, make sure Redis answers, run the test suite).
+# and `make test` (set up, run the test suite; it starts its own Redis).
 .PHONY: setup demo up test lint bench
 
 setup:
@@ -12,7 +12,6 @@ up: setup
 	.venv/bin/curvedit up
 
 test: setup
-	@bash scripts/ensure-redis.sh
 	.venv/bin/python -m pytest -q
 
 lint: setup

@@ -1,8 +1,9 @@
-"""Shared fixtures: a real Redis database (never a mock) and tiny saved models.
+"""Shared fixtures: a real Redis (never a mock) owned by this test run, and tiny saved models.
 
-The Redis used is ``CURVEDIT_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``), a dedicated
-database number that is flushed before and after each test that asks for it. Developers running
-suites in parallel point each at its own database number.
+The run starts its own ``redis-server`` on a free loopback port (``tests/redis_server.py``) and
+flushes only that server between tests, so two suites on one machine never touch each other's
+data. ``CURVEDIT_TEST_REDIS_URL`` points the suite at another server instead; that database must
+be empty when the run starts (the suite refuses to flush data it does not own).
 """
 
 from __future__ import annotations
@@ -14,20 +15,35 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.redis_server import OwnedRedis
 from tests.tiny_models import save_tiny
 
-TEST_REDIS_URL = os.environ.get("CURVEDIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+@pytest.fixture(scope="session")
+def owned_redis_url() -> Iterator[str]:
+    """The URL of a Redis database this run owns: its own server, or an explicitly given empty one."""
+    given = os.environ.get("CURVEDIT_TEST_REDIS_URL")
+    if given:
+        client = redis.Redis.from_url(given)
+        try:
+            if client.dbsize():
+                pytest.exit(f"CURVEDIT_TEST_REDIS_URL={given} is not empty; the suite only flushes a database it owns")
+        finally:
+            client.close()
+        yield given
+        return
+    server = OwnedRedis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:  # pragma: no cover - environment problem, not a test result
-        pytest.fail(f"tests need a real Redis at {TEST_REDIS_URL} (run scripts/ensure-redis.sh): {exc}")
+def redis_url(owned_redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(owned_redis_url)
     client.flushdb()
-    yield TEST_REDIS_URL
+    yield owned_redis_url
     client.flushdb()
     client.close()
 
