@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.config import Settings  # noqa: E402
-from service.spec import EditJobSpec  # noqa: E402
+from contract.settings import Settings  # noqa: E402
+from contract.spec import EditJobSpec  # noqa: E402
 from workers.cache import open_factor_cache  # noqa: E402
 from workers.pipeline.reporting import NullReporter  # noqa: E402
 from workers.pipeline.run import run_pipeline  # noqa: E402

@@ -2,7 +2,7 @@
 
 The tables live between ``<!-- BEGIN spec-reference -->`` / ``<!-- END spec-reference -->`` and
 ``<!-- BEGIN config-reference -->`` / ``<!-- END config-reference -->`` markers in README.md;
-``tests/test_docs_sync.py`` fails when they drift from ``service.spec`` / ``service.config``.
+``tests/test_docs_sync.py`` fails when they drift from ``contract.spec`` / ``contract.settings``.
 
     python scripts/gen_reference.py            # print both tables
     python scripts/gen_reference.py --write    # rewrite them in README.md
@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from service.config import Settings
-from service.spec import EditJobSpec
+from contract.settings import Settings
+from contract.spec import EditJobSpec
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from service.spec import EditJobSpec
+from contract.spec import EditJobSpec
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JobRecord = dict[str, Any]

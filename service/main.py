@@ -15,8 +15,8 @@ import redis
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from contract.settings import Settings, get_settings
 from service.api.routes import datasets, factors, health, jobs
-from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.metrics import build_registry
 from service.middleware import BodyLimitMiddleware, RequestCounterMiddleware

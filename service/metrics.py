@@ -25,10 +25,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from service.config import Settings
-from service.queue import live_workers, queue_stats
+from contract.settings import Settings
+from contract.store.jobs import JobStore
+from contract.store.queue import live_workers, queue_stats
 from service.store.factors import cache_totals
-from service.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import Settings
+from contract.settings import Settings
 from service.errors import error_body
 
 _MULTIPART_SLACK = 64 << 10

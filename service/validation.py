@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings
+from contract.paths import PathOutsideRoot, resolve_under
+from contract.settings import Settings
+from contract.spec import EditJobSpec, PairSource, TextSource
 from service.errors import ApiError
 from service.model_inspect import ModelInfo, ModelInspectError, inspect_model
-from service.paths import PathOutsideRoot, resolve_under
-from service.spec import EditJobSpec, PairSource, TextSource
 from service.store.datasets import DatasetStore
 
 DATA_SUFFIXES = (".txt", ".jsonl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings
+from contract.settings import Settings
 
 KEYS = {"alice": "key-alice-123", "bob": "key-bob-456"}
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from service.config import Settings
+from contract.settings import Settings
 from tests.gateway_helpers import make_settings
 
 REPO = Path(__file__).resolve().parents[1]

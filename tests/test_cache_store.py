@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.config import Settings
+from contract.settings import Settings
 from workers.cache import CacheKey, open_factor_cache
 from workers.cache.codec import encode
 from workers.cache.fs_store import FsFactorStore

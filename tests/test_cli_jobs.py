@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from contract.settings import Settings
 from service.cli.app import app
-from service.config import Settings
 from tests.live_gateway import KEYS, gateway_settings, job_body, live_gateway
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from contract.settings import Settings
 from service.cli.render import items_table, job_table
-from service.config import Settings
 from tests.live_gateway import KEYS, gateway_settings, live_gateway
 from tests.test_cli_jobs import run
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from contract.settings import Settings
 from service.cli.stack import Stack, free_port
-from service.config import Settings
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from contract.settings import Settings
 from service.client import CurveditAPIError, CurveditClient, parse_sse
-from service.config import Settings
 from tests.live_gateway import KEYS, gateway_settings, job_body, live_gateway
 
 

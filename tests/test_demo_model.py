@@ -15,8 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from service.config import Settings
-from service.spec import EditJobSpec
+from contract.settings import Settings
+from contract.spec import EditJobSpec
 from workers.evaluation import discover_memorized, evaluate_recitation
 from workers.pipeline.reporting import NullReporter
 from workers.pipeline.run import run_pipeline

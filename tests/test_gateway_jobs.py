@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from contract.store.jobs import JobStore
 from service.main import create_app
-from service.store import JobStore
 from tests.gateway_helpers import auth, job_body, make_settings
 from tests.tiny_models import save_tiny
 

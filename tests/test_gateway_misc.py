@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
+from contract.keys import FACTORS_INDEX
+from contract.store.jobs import JobStore
 from service.main import create_app
-from service.store import JobStore
-from service.store.keys import FACTORS_INDEX
 from tests.gateway_helpers import auth, job_body, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]

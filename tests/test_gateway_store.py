@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from service.store import JobStore, RedisReporter, keys
+from contract import keys
+from contract.store.jobs import JobStore
+from contract.store.reporter import RedisReporter
 
 
 def test_lifecycle_and_terminal_guard(redis_client: redis.Redis) -> None:
@@ -88,7 +90,7 @@ def test_cancel_flags_and_reporter(redis_client: redis.Redis) -> None:
 
 
 def test_job_ids_made_in_one_millisecond_sort_in_creation_order() -> None:
-    from service.store.jobs import new_job_id
+    from contract.store.jobs import new_job_id
 
     ids = [new_job_id() for _ in range(5000)]  # many share a millisecond
     assert ids == sorted(ids)

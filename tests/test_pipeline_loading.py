@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
-from service.spec import ModelSpec
+from contract.settings import Settings
+from contract.spec import ModelSpec
 from tests.tiny_models import save_tiny
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.fingerprint import combine, fingerprint_model_dir

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
-from service.spec import EditJobSpec, TextSource
+from contract.settings import Settings
+from contract.spec import EditJobSpec, TextSource
 from tests.tiny_models import save_tiny
 from workers.cache import open_factor_cache
 from workers.pipeline.errors import PipelineError
@@ -97,7 +97,7 @@ def test_sources_read_uploads_and_files(roots: Path) -> None:
     (roots / "data" / "c.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
     assert resolve_texts(TextSource(path="c.txt"), settings) == ["first doc\nline two", "second doc"]
     (roots / "data" / "p.jsonl").write_text('{"prefix": "a b", "suffix": [1, 2]}\n')
-    from service.spec import PairSource
+    from contract.spec import PairSource
 
     assert resolve_pairs(PairSource(path="p.jsonl"), settings) == [{"prefix": "a b", "suffix": [1, 2]}]
 

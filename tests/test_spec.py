@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from service.spec import EditJobSpec
+from contract.spec import EditJobSpec
 
 BASE = {"model": {"path": "m"}, "calibration": {"texts": ["hello world"]}}
 

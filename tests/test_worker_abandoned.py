@@ -11,9 +11,9 @@ import redis
 from rq.executions import Execution
 from rq.job import JobStatus
 
-from service.config import Settings
-from service.queue import FAILURE_CALLBACK, enqueue_job, get_queue
-from service.store.jobs import QUEUED, JobStore
+from contract.settings import Settings
+from contract.store.jobs import QUEUED, JobStore
+from contract.store.queue import FAILURE_CALLBACK, enqueue_job, get_queue
 
 
 def _settings(tmp_path: Path, redis_url: str) -> Settings:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.config import Settings
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
 from tests.test_worker_e2e import spec
 from tests.tiny_models import save_tiny
 from tests.worker_process import submit, wait_for, wait_terminal, worker_process
@@ -89,7 +89,7 @@ def test_horse_dying_before_the_job_started_is_redelivered(tmp_path: Path, redis
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
-    from service.queue import JOB_FUNCTION
+    from contract.store.queue import JOB_FUNCTION
     from workers.worker_main import build_worker
 
     settings = Settings(redis_url=redis_url, queue_name=f"test-redeliver-{tmp_path.name}", job_max_attempts=1)

@@ -11,9 +11,9 @@ import redis
 import torch
 from transformers import AutoModelForCausalLM
 
-from service.config import Settings
-from service.queue import cancel_job
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
+from contract.store.queue import cancel_job
 from tests.tiny_models import save_tiny
 from tests.worker_process import submit, wait_for, wait_terminal, worker_process
 from workers.artifacts import apply_delta, read_delta

@@ -12,7 +12,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.config import Settings
+from contract.settings import Settings
 from service.main import create_app
 from tests.tiny_models import save_tiny
 from tests.worker_process import worker_process

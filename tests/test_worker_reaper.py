@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from service.config import Settings
-from service.queue import cancel_job
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
+from contract.store.queue import cancel_job
 from workers.lease import JobLease
 from workers.reaper import reap_lost_jobs, retry_rq_id
 from workers.rq_job import run_edit_job

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.config import Settings
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
 from tests.live_gateway import free_port
 from tests.tiny_models import save_tiny
 from tests.worker_process import submit, wait_for, wait_terminal, worker_process

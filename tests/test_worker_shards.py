@@ -9,8 +9,8 @@ import pytest
 import redis
 import torch
 
-from service.config import Settings
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
 from tests.test_pipeline_run import make_spec
 from tests.test_worker_e2e import spec as job_spec
 from tests.tiny_models import save_tiny

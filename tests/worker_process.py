@@ -1,5 +1,5 @@
 """Test helpers: run ``python -m workers.worker_main`` as a real subprocess against the test Redis,
-submit jobs the way the gateway does (``JobStore.create`` + ``service.queue.enqueue_job``) and poll."""
+submit jobs the way the gateway does (``JobStore.create`` + ``contract.store.queue.enqueue_job``) and poll."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-from service.config import Settings
-from service.queue import enqueue_job
-from service.store.jobs import JobStore
+from contract.settings import Settings
+from contract.store.jobs import JobStore
+from contract.store.queue import enqueue_job
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from rq.job import Job
 
-from service.config import Settings, get_settings
-from service.queue import JOB_FUNCTION, enqueue_job, get_queue
-from service.store import keys
-from service.store.jobs import QUEUED, RUNNING, JobStore
+from contract import keys
+from contract.settings import Settings, get_settings
+from contract.store.jobs import QUEUED, RUNNING, JobStore
+from contract.store.queue import JOB_FUNCTION, enqueue_job, get_queue
 from workers.lease import lease_holder, lease_key
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The RQ job function: ``run_edit_job(job_id)`` — a thin shell around ``run_pipeline``.
 
 Its only argument is the job-record id (JSON-serialisable); the spec, progress and result live
-in the record (``service.store.jobs``). Runs inside a freshly spawned work horse, so this is
+in the record (``contract.store.jobs``). Runs inside a freshly spawned work horse, so this is
 where torch is first imported. Outcomes map onto the record: success -> ``succeeded``;
 ``JobCancelled`` -> ``cancelled``; ``PipelineError`` -> ``failed`` with its code; a timeout ->
 ``failed``/``timeout``; anything else -> ``failed``/``internal`` plus a traceback event.
@@ -20,10 +20,10 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from service.config import Settings, get_settings
-from service.spec import EditJobSpec
-from service.store.jobs import TERMINAL_STATUSES, JobStore
-from service.store.reporter import RedisReporter
+from contract.settings import Settings, get_settings
+from contract.spec import EditJobSpec
+from contract.store.jobs import TERMINAL_STATUSES, JobStore
+from contract.store.reporter import RedisReporter
 from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
 
 log = logging.getLogger(__name__)

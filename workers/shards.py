@@ -20,10 +20,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from service.config import Settings, get_settings
-from service.queue import get_queue
-from service.spec import EditJobSpec
-from service.store.jobs import TERMINAL_STATUSES, JobStore
+from contract.settings import Settings, get_settings
+from contract.spec import EditJobSpec
+from contract.store.jobs import TERMINAL_STATUSES, JobStore
+from contract.store.queue import get_queue
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rq.worker import SpawnWorker
 
-from service.config import Settings, get_settings
+from contract.settings import Settings, get_settings
 from workers.reaper import reap_lost_jobs, record_id_of, recover_job, redeliver_unstarted
 
 log = logging.getLogger(__name__)

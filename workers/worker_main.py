@@ -14,8 +14,8 @@ import redis
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
-from service.config import Settings, get_settings
-from service.queue import get_queue
+from contract.settings import Settings, get_settings
+from contract.store.queue import get_queue
 from workers.lease import lease_ttl_s
 from workers.worker import CurveditWorker
 

@@ -15,10 +15,10 @@ import redis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.config import Settings
+from contract.settings import Settings
+from contract.store.jobs import JobStore
 from service.errors import ApiError
 from service.store.datasets import DatasetStore
-from service.store.jobs import JobStore
 
 ANONYMOUS = "anonymous"
 

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from contract.settings import Settings
 from service.client import CurveditAPIError, CurveditClient
-from service.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_FILE_NAME = "api-key"

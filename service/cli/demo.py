@@ -12,12 +12,12 @@ from urllib.parse import urlparse
 import typer
 from rich.markup import escape
 
+from contract.settings import Settings
 from service.cli.context import EXIT_FAILED, console, fail, fail_api, state
 from service.cli.jobs import follow, report_outcome
 from service.cli.specs import read_spec_file, validate_spec
 from service.cli.stack import Stack, StackError, free_port, port_in_use
 from service.client import CurveditAPIError, CurveditClient
-from service.config import Settings
 
 DEFAULT_SPEC = Path("examples/demo-edit.json")
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from contract.settings import Settings
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from service.cli.render import JobProgress, print_results
 from service.cli.specs import build_spec
-from service.config import Settings
 
 # Pipeline error codes that mean "fix your spec" (exit 2) rather than "the edit failed" (exit 1).
 INPUT_ERRORS = frozenset(

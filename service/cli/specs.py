@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contract.spec import EditJobSpec
 from service.cli.context import fail
-from service.spec import EditJobSpec
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:

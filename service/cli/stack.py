@@ -32,7 +32,7 @@ from typing import IO
 
 import httpx
 
-from service.config import Settings
+from contract.settings import Settings
 
 KEY_FILE = "api-key"
 STACK_FILE = "stack.json"

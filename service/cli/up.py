@@ -11,9 +11,9 @@ from types import FrameType
 import typer
 from rich.markup import escape
 
+from contract.settings import Settings
 from service.cli.context import EXIT_FAILED, console, fail
 from service.cli.stack import Stack, StackError
-from service.config import Settings
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

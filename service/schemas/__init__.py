@@ -1,1 +1,1 @@
-"""Request and response models of the HTTP API (the job spec itself is ``service.spec``)."""
+"""Request and response models of the HTTP API (the job spec itself is ``contract.spec``)."""

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.spec import EditJobSpec
+from contract.spec import EditJobSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

@@ -1,6 +1,4 @@
-"""Redis-backed records shared by the gateway and the workers (no torch here)."""
+"""Gateway-only Redis records: uploaded datasets and the factor-cache listing/deletion.
 
-from service.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
-from service.store.reporter import RedisReporter
-
-__all__ = ["TERMINAL_STATUSES", "JobStore", "RedisReporter", "new_job_id"]
+The job store, reporter and queue helpers shared with the workers live in ``contract.store``.
+"""

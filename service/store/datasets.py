@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from service.store import keys
-from service.store.jobs import utcnow
+from contract import keys
+from contract.store.jobs import utcnow
 
 
 def new_dataset_id() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from service.store.keys import FACTORS_INDEX
+from contract.keys import FACTORS_INDEX
 
 
 def _s(v: Any) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from service.store.keys import FACTORS_INDEX
+from contract.keys import FACTORS_INDEX
 from workers.cache.codec import checksum, decode, encode, index_record
 from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
-from service.config import Settings
+from contract.settings import Settings
 from workers.cache.keys import CacheKey
 
 log = logging.getLogger(__name__)

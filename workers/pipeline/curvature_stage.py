@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import torch
 
-from service.config import Settings
-from service.spec import EditJobSpec
+from contract.settings import Settings
+from contract.spec import EditJobSpec
 from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import Settings
-from service.spec import EvaluationSpec
+from contract.settings import Settings
+from contract.spec import EvaluationSpec
 from workers.evaluation import (
     TopKReference,
     evaluate_agreement,

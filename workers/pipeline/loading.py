@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from service.config import Settings
-from service.spec import ModelSpec
+from contract.settings import Settings
+from contract.spec import ModelSpec
 from workers.pipeline.confine import confined
 from workers.pipeline.errors import PipelineError
 

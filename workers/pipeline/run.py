@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from service.config import Settings
-from service.spec import EditJobSpec, KeepMassOverride
+from contract.settings import Settings
+from contract.spec import EditJobSpec, KeepMassOverride
 from workers.artifacts import library_versions, staging_dir, write_manifest, write_result
 from workers.cache import FactorCache
 from workers.cache.guarded import GuardedCache

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings
-from service.spec import PairSource, TextSource
+from contract.settings import Settings
+from contract.spec import PairSource, TextSource
 from workers.pipeline.confine import confined
 from workers.pipeline.errors import PipelineError
 

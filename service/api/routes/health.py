@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from contract.store.queue import live_workers
 from service.api.deps import RedisDep, SettingsDep
 from service.errors import error_body
-from service.queue import live_workers
 
 router = APIRouter(tags=["health"])
 

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
+from contract import keys
+from contract.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
+from contract.store.queue import cancel_job, enqueue_job
 from service.api.deps import DatasetStoreDep, JobStoreDep, OwnerDep, RedisDep, SettingsDep
 from service.errors import ApiError
-from service.queue import cancel_job, enqueue_job
 from service.schemas.common import ERROR_RESPONSES
 from service.schemas.jobs import EditJob, EditJobCreate, EditJobList, JobEvent, JobStatus
-from service.store import keys
-from service.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
 from service.validation import validate_submission
 
 router = APIRouter(prefix="/edit-jobs", tags=["edit-jobs"], responses=ERROR_RESPONSES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.store.jobs import JobStore
+from contract.store.jobs import JobStore
 
 
 class RedisReporter:

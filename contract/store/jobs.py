@@ -1,7 +1,7 @@
 """The job record store in Redis, shared by the gateway (create, read, list, cancel) and the
 workers (running, stages, progress, events, result).
 
-Layout (see ``service.store.keys``):
+Layout (see ``contract.keys``):
 
 * ``curvedit:job:<id>`` — a hash, one field per record field, each value JSON-encoded;
   ``event_seq`` is the number of events appended so far.
@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import redis
 
-from service.store import keys
+from contract import keys
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -465,7 +465,7 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> str | None:
         """Set the cancel flag on a non-terminal job; returns the job's status (None: no such job).
-        Removing a still-queued job from the queue is ``service.queue.cancel_job``'s part."""
+        Removing a still-queued job from the queue is ``contract.store.queue.cancel_job``'s part."""
 
         def fn(rec: dict[str, Any]) -> _Change | None:
             if rec["status"] in TERMINAL_STATUSES or rec["cancel_requested"]:

@@ -3,7 +3,7 @@ workers (readiness, metrics). No torch: the function is referenced by its dotted
 
 Each RQ job has the same id as our job record, a JSON (not pickle) serializer, the timeout and
 failure TTL from settings, and one argument: the job id. Everything else (the resolved spec,
-progress) lives in the job record (``service.store.jobs``). RQ's serializer expects a Redis
+progress) lives in the job record (``contract.store.jobs``). RQ's serializer expects a Redis
 client *without* ``decode_responses``.
 """
 
@@ -19,8 +19,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Callback, Job
 from rq.serializers import JSONSerializer
 
-from service.config import Settings
-from service.store.jobs import CANCELLED, QUEUED, JobStore
+from contract.settings import Settings
+from contract.store.jobs import CANCELLED, QUEUED, JobStore
 
 JOB_FUNCTION = "workers.rq_job.run_edit_job"
 # Called by RQ when it gives up on a job, including one abandoned by a worker that died before

@@ -3,8 +3,8 @@ the worker's input and the manifest written beside every result.
 
 Pure pydantic, no torch. Every field has a default and a bound; unknown fields are
 rejected (``extra="forbid"``) so a typo never silently becomes a default.
-Paths in the spec are *relative to configured roots* (see ``service.config.Settings``);
-confinement is checked by ``service.paths``, not here, because the roots are deployment
+Paths in the spec are *relative to configured roots* (see ``contract.settings.Settings``);
+confinement is checked by ``contract.paths``, not here, because the roots are deployment
 settings rather than part of the job.
 """
 
