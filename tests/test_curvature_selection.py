@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.curvature.selection import _Staircase, curvature_mask, keep_counts, selection_stats
+from workers.curvature import selection
+from workers.curvature.selection import (
+    _Staircase,
+    curvature_mask,
+    keep_counts,
+    mask_from_counts,
+    selection_stats,
+    stats_from_counts,
+)
 
 
 def brute_force_mask(lam: torch.Tensor, mu: torch.Tensor, rho: float) -> torch.Tensor:
@@ -143,7 +151,55 @@ def test_staircase_counts_exact_at_product_thresholds(seed: int) -> None:
     mu = torch.sort(torch.rand(60, generator=gen, dtype=torch.float64) * 3, descending=True).values
     mu[10:20] = mu[10]  # a block of ties
     prod = lam[:, None] * mu[None, :]
-    stairs = _Staircase(lam, mu)
+    stairs = _Staircase(lam.numpy(), mu.numpy())
     for idx in torch.randint(0, prod.numel(), (60,), generator=gen):
-        tau = prod.reshape(-1)[idx].reshape(1)
-        assert torch.equal(stairs.counts(tau), (prod >= tau).sum(1))
+        tau = prod.reshape(-1)[idx]
+        assert torch.equal(torch.from_numpy(stairs.counts(float(tau))), (prod >= tau).sum(1))
+
+
+@pytest.mark.parametrize("list_at_most", [1, 7, 64, 4096])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ints", [False, True])
+def test_both_search_phases_match_brute_force(
+    monkeypatch: pytest.MonkeyPatch, list_at_most: int, seed: int, ints: bool
+) -> None:
+    # The bit-pattern bisection runs until the bracket lists at most ``_LIST_AT_MOST`` products;
+    # a small limit makes phase 1 do nearly all the work, the default leaves it to phase 2.
+    monkeypatch.setattr(selection, "_LIST_AT_MOST", list_at_most)
+    gen = torch.Generator().manual_seed(300 + seed)
+    lam = spectrum(90, gen, zeros=4, ints=ints)
+    mu = spectrum(130, gen, zeros=7, ints=ints)
+    lam[0] = max(float(lam[0]), 1.0)
+    mu[0] = max(float(mu[0]), 1.0)
+    for rho in (1e-7, 0.2, 0.6, 0.93, 0.99999):
+        assert torch.equal(curvature_mask(lam, mu, rho), brute_force_mask(lam, mu, rho)), rho
+
+
+@pytest.mark.parametrize("rho", [0.01, 0.5, 0.9])
+def test_large_spectra_match_brute_force(rho: float) -> None:
+    # 300 x 700 = 210k pairs: the default limit is exceeded, so both phases run.
+    gen = torch.Generator().manual_seed(11)
+    lam = torch.sort(torch.rand(300, generator=gen, dtype=torch.float64) ** 4, descending=True).values
+    mu = torch.sort(torch.rand(700, generator=gen, dtype=torch.float64) ** 2, descending=True).values
+    assert torch.equal(curvature_mask(lam, mu, rho), brute_force_mask(lam, mu, rho))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stats_from_counts_equal_stats_of_the_mask(seed: int) -> None:
+    gen = torch.Generator().manual_seed(40 + seed)
+    lam, mu = spectrum(33, gen, zeros=2), spectrum(47, gen, zeros=3)
+    for rho in (1e-9, 0.3, 0.8, 1.0):
+        k = keep_counts(lam, mu, rho)
+        mask = mask_from_counts(k, mu.numel())
+        assert torch.equal(mask, brute_force_mask(lam, mu, rho))
+        want = selection_stats(mask, lam, mu)
+        got = stats_from_counts(k, lam, mu)
+        assert got == {**want, "kept_mass_fraction": pytest.approx(want["kept_mass_fraction"], rel=1e-12)}
+
+
+def test_stats_from_counts_validates() -> None:
+    lam, mu = torch.ones(3), torch.ones(4)
+    with pytest.raises(ValueError, match=r"expected counts of shape \(3,\)"):
+        stats_from_counts(torch.zeros(4, dtype=torch.long), lam, mu)
+    with pytest.raises(ValueError, match=r"in \[0, 4\]"):
+        stats_from_counts(torch.tensor([5, 0, 0]), lam, mu)
