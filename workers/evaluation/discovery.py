@@ -8,8 +8,12 @@ to reproduce the suffix, so every discovered window is strictly recited by ``eva
 
 Windows start every ``stride`` tokens (default: ``suffix_tokens``). A document shorter than one full
 window is tested once, with everything before its last ``suffix_tokens`` tokens as prefix (at least
-``min_prefix_tokens``). Windows with identical token content are reported once (deduplicated across
-and within documents), with the number of times they occurred.
+``min_prefix_tokens``). Windows with identical token content are tested and reported once
+(deduplicated across and within documents and batches), with the number of times they occurred.
+
+A window is identified by its token ids, and ``to_pair`` hands those ids on: decoding a window
+and tokenizing the text again need not give the same ids back (a byte-level BPE window can start or
+end inside a multibyte character), so the text (``prefix`` / ``suffix``) is for display only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from torch import nn
 
 from workers.evaluation.batching import chunks, eval_mode, model_device, pad_batch, pad_token_id
 from workers.evaluation.packing import encode
+
+_WindowKey = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, suffix ids)
 
 
 @dataclass
@@ -37,10 +43,10 @@ class DiscoveredWindow:
     occurrences: int = 1
 
     def to_pair(self) -> dict[str, Any]:
-        """A recitation-set line (``{"prefix", "suffix"}``): text when known, else token ids."""
-        if self.prefix is not None and self.suffix is not None:
-            return {"prefix": self.prefix, "suffix": self.suffix}
-        return {"prefix": self.prefix_ids, "suffix": self.suffix_ids}
+        """A recitation-set line ``{"prefix": ids, "suffix": ids}``: the exact token ids that were
+        checked (``evaluate_recitation`` and ``evaluation.recitation.pairs`` take id lists), never
+        the decoded text, which may tokenize differently."""
+        return {"prefix": list(self.prefix_ids), "suffix": list(self.suffix_ids)}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,37 +98,35 @@ def discover_memorized(
     if max_windows is not None:
         candidates = candidates[:max_windows]
 
-    found: dict[tuple[tuple[int, ...], tuple[int, ...]], DiscoveredWindow] = {}
-    seen: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+    # One test per distinct window (first occurrence in document order); every occurrence counted.
+    unique: dict[_WindowKey, tuple[int, int, list[int], list[int]]] = {}
+    counts: dict[_WindowKey, int] = {}
+    for item in candidates:
+        key = (tuple(item[2]), tuple(item[3]))
+        unique.setdefault(key, item)
+        counts[key] = counts.get(key, 0) + 1
+
+    found: list[DiscoveredWindow] = []
     pad_id = pad_token_id(tokenizer, model)
     device = model_device(model)
     with eval_mode(model):
-        for group in chunks(candidates, batch_size):
-            todo = []
-            for item in group:
-                key = (tuple(item[2]), tuple(item[3]))
-                if key in seen:
-                    if seen[key]:
-                        found[key].occurrences += 1
-                    continue
-                todo.append((key, item))
-                seen[key] = False
-            if not todo:
-                continue
-            batch = pad_batch([it[2] + it[3] for _, it in todo], pad_id, side="right", device=device)
+        for group in chunks(list(unique.items()), batch_size):
+            batch = pad_batch([it[2] + it[3] for _, it in group], pad_id, side="right", device=device)
             pred = (
                 model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
                 .logits.argmax(dim=-1)
                 .cpu()
             )
-            for row, (key, (d, start, prefix, suffix)) in enumerate(todo):
+            for row, (key, (d, start, prefix, suffix)) in enumerate(group):
                 p = len(prefix)
                 guesses = pred[row, p - 1 : p - 1 + len(suffix)].tolist()
-                if guesses == suffix:
-                    seen[key] = True
-                    window = DiscoveredWindow(document=d, start=start, prefix_ids=prefix, suffix_ids=suffix)
-                    if tokenizer is not None:
-                        window.prefix = tokenizer.decode(prefix)  # type: ignore[attr-defined]
-                        window.suffix = tokenizer.decode(suffix)  # type: ignore[attr-defined]
-                    found[key] = window
-    return list(found.values())
+                if guesses != suffix:
+                    continue
+                window = DiscoveredWindow(
+                    document=d, start=start, prefix_ids=prefix, suffix_ids=suffix, occurrences=counts[key]
+                )
+                if tokenizer is not None:
+                    window.prefix = tokenizer.decode(prefix)  # type: ignore[attr-defined]
+                    window.suffix = tokenizer.decode(suffix)  # type: ignore[attr-defined]
+                found.append(window)
+    return found
