@@ -57,3 +57,6 @@ class SearchResult(BaseModel):
     layer_sets: list[list[int]] = Field(description="Candidate layer sets searched.")
     max_trials: int
     evaluations: int = Field(description="Trials run (len(trials)).")
+    baseline: TrialMetrics | None = Field(
+        default=None, description="The unedited model on the full forget / retain sets (perplexity_increase 0)."
+    )
