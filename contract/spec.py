@@ -31,6 +31,7 @@ MAX_INLINE_CHARS = 2_000_000
 
 
 class StrictModel(BaseModel):
+AccumulationPrecision = Literal["fp32", "tf32", "bf16"]
     """Base for every spec section: unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
@@ -142,7 +143,32 @@ class CurvatureSpec(StrictModel):
         description="'sampled': targets drawn from the model's own predictive distribution (true Fisher); "
         "'empirical': the corpus's next tokens.",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for sampled Fisher targets.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for sampled Fisher targets (each label is keyed by seed, sequence and position, "
+        "so batch size and shards do not change it).",
+    )
+    samples: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Sampled labels drawn per position (one shared forward; G averages their contributions). "
+        "More samples lower the seed-to-seed spread of the edit; needs fisher 'sampled'.",
+    )
+    precision: AccumulationPrecision = Field(
+        default="fp32",
+        description="Precision of the factor accumulation's matrix-product inputs (accumulators stay "
+        "float32): 'fp32', 'tf32' (TF32 tensor cores on a GPU; emulated rounding on CPU) or 'bf16'.",
+    )
+    logits_chunk: int = Field(
+        default=1024,
+        ge=1,
+        le=1_048_576,
+        description="Positions per logits chunk during collection: peak memory holds one "
+        "(logits_chunk x vocabulary) float32 block instead of the whole batch's logits.",
+    )
     eig_dtype: EigDType = Field(default="float32", description="Precision of the eigendecompositions.")
 
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.tiny_models import build_model
-from workers.curvature.factors import KFACFactors, collect_factors, merge_factors, sample_labels
+from workers.curvature.factors import KFACFactors, collect_factors, merge_factors
+from workers.curvature.labels import counter_uniforms, inverse_cdf
 from workers.curvature.targets import EditTarget, resolve_targets
 from workers.pipeline.reporting import JobCancelled
 
@@ -33,47 +34,55 @@ def _capture(store: dict, name: str):
     return fn
 
 
-def oracle(model, batches, targets: list[EditTarget], fisher: str, seed: int = 0) -> dict[str, KFACFactors]:
-    """Full backward with weight gradients, then A and G summed position by position."""
-    gen = torch.Generator().manual_seed(seed)
+def oracle(
+    model, batches, targets: list[EditTarget], fisher: str, seed: int = 0, samples: int = 1
+) -> dict[str, KFACFactors]:
+    """Full backward with weight gradients (one per sample), then A and G summed position by position."""
     A = {t.name: torch.zeros(t.in_features, t.in_features, dtype=torch.float64) for t in targets}
     G = {t.name: torch.zeros(t.out_features, t.out_features, dtype=torch.float64) for t in targets}
     count = 0
+    first_row = 0
     for batch in batches:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         B, T = ids.shape
+        first_row += B
         valid = [(b, t) for b in range(B) for t in range(T - 1) if mask[b, t] and mask[b, t + 1]]
-        captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        handles = [t.module(model).register_forward_hook(_capture(captured, t.name)) for t in targets]
-        model.zero_grad()
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        for h in handles:
-            h.remove()
         if not valid:
             continue
-        lg = torch.stack([logits[b, t] for b, t in valid])
         if fisher == "sampled":
-            # documented sampler: u ~ U(0, 1) per position, label = #{k : cdf_k <= u * cdf_last}
-            cdf = torch.cumsum(torch.softmax(lg.detach(), -1), -1)
-            u = torch.rand(len(valid), 1, generator=gen)
-            labels = torch.tensor([int((row <= x * row[-1]).sum()) for row, x in zip(cdf, u[:, 0], strict=True)])
-        else:
-            labels = torch.stack([ids[b, t + 1] for b, t in valid])
-        F.cross_entropy(lg, labels, reduction="sum").backward()
-        for t in targets:
-            a_all, out = captured[t.name]
-            w_grad = t.module(model).weight.grad
-            w_grad = w_grad.T if t.kind == "conv1d" else w_grad
-            explicit = torch.zeros(t.out_features, t.in_features, dtype=torch.float64)
-            for b, s in valid:
-                a = a_all[b, s].detach().double()
-                g = out.grad[b, s].double()
-                A[t.name] += torch.outer(a, a)
-                G[t.name] += torch.outer(g, g)
-            for b in range(B):  # the weight gradient is sum_t g_t a_t^T over *all* positions
-                for s in range(T):
-                    explicit += torch.outer(out.grad[b, s].double(), a_all[b, s].detach().double())
-            torch.testing.assert_close(explicit, w_grad.double(), rtol=1e-4, atol=1e-6)
+            # documented sampler: u keyed by (seed, row of the stream, position, sample),
+            # label = #{k : cdf_k <= u * cdf_last}
+            rows = torch.tensor([first_row - B + b for b, _ in valid])
+            u = counter_uniforms(seed, rows, torch.tensor([t for _, t in valid]), samples)
+        for s in range(samples):
+            captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+            handles = [t.module(model).register_forward_hook(_capture(captured, t.name)) for t in targets]
+            model.zero_grad()
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            for h in handles:
+                h.remove()
+            lg = torch.stack([logits[b, t] for b, t in valid])
+            if fisher == "sampled":
+                cdf = torch.cumsum(torch.softmax(lg.detach(), -1), -1)
+                labels = torch.tensor([int((row <= x * row[-1]).sum()) for row, x in zip(cdf, u[:, s], strict=True)])
+            else:
+                labels = torch.stack([ids[b, t + 1] for b, t in valid])
+            F.cross_entropy(lg, labels, reduction="sum").backward()
+            for t in targets:
+                a_all, out = captured[t.name]
+                w_grad = t.module(model).weight.grad
+                w_grad = w_grad.T if t.kind == "conv1d" else w_grad
+                explicit = torch.zeros(t.out_features, t.in_features, dtype=torch.float64)
+                for b, p in valid:
+                    g = out.grad[b, p].double()
+                    G[t.name] += torch.outer(g, g) / samples
+                    if s == 0:
+                        a = a_all[b, p].detach().double()
+                        A[t.name] += torch.outer(a, a)
+                for b in range(B):  # the weight gradient is sum_t g_t a_t^T over *all* positions
+                    for p in range(T):
+                        explicit += torch.outer(out.grad[b, p].double(), a_all[b, p].detach().double())
+                torch.testing.assert_close(explicit, w_grad.double(), rtol=1e-4, atol=1e-6)
         count += len(valid)
     model.zero_grad(set_to_none=True)
     return {t.name: KFACFactors(A[t.name].float(), G[t.name].float(), count) for t in targets}
@@ -113,14 +122,28 @@ def test_gate_and_up_share_one_A_tensor() -> None:
 
 def test_label_sampler_draws_from_the_softmax() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 1.0, 0.0]]))
-    gen = torch.Generator().manual_seed(0)
-    rows = logits.repeat(20_000, 1)
-    labels = sample_labels(rows, gen).view(20_000, 2)
-    freq0 = torch.bincount(labels[:, 0], minlength=4).double() / 20_000
+    n = 20_000
+    rows = logits.repeat(n, 1)
+    u = counter_uniforms(5, torch.arange(2 * n), torch.zeros(2 * n, dtype=torch.long))
+    labels = inverse_cdf(rows, u).view(n, 2)
+    freq0 = torch.bincount(labels[:, 0], minlength=4).double() / n
     torch.testing.assert_close(freq0, torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64), atol=0.015, rtol=0)
     assert bool((labels[:, 1] == 2).all())  # zero-probability tokens are never drawn
-    again = sample_labels(rows, torch.Generator().manual_seed(0), chunk_rows=7).view(20_000, 2)
-    assert torch.equal(again, labels)  # chunking does not change the draw
+
+
+def test_counter_uniforms_are_uniform_and_keyed_by_the_counter_only() -> None:
+    seq = torch.arange(300).repeat_interleave(200)
+    pos = torch.arange(200).repeat(300)
+    u = counter_uniforms(7, seq, pos, samples=3)
+    assert u.shape == (60_000, 3) and u.dtype == torch.float32
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    hist = torch.histc(u.flatten(), bins=10, min=0.0, max=1.0) / u.numel()
+    assert float((hist - 0.1).abs().max()) < 0.005  # flat: 18k draws per bin
+    assert abs(float(torch.corrcoef(torch.stack([u[:, 0], u[:, 1]]))[0, 1])) < 0.02  # samples independent
+    perm = torch.randperm(seq.numel(), generator=torch.Generator().manual_seed(0))[:500]
+    assert torch.equal(counter_uniforms(7, seq[perm], pos[perm], samples=3), u[perm])  # order/subset free
+    assert not torch.equal(counter_uniforms(8, seq, pos), u[:, :1])
+    assert not torch.equal(counter_uniforms(7, seq + 1, pos), u[:, :1])
 
 
 def test_sampled_labels_depend_on_seed_only() -> None:
@@ -265,3 +288,97 @@ def test_works_inside_inference_mode_and_rejects_unused_targets() -> None:
     model.add_module("stray", stray)
     with pytest.raises(ValueError, match=r"none of the targets \['stray'\] ran"):
         collect_factors(model, make_batches(), resolve_targets(model, modules=["stray"]))
+
+
+def _recording_labels(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    import workers.curvature.factors as factors_mod
+
+    seen: list[torch.Tensor] = []
+
+    def record(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        labels = inverse_cdf(logits, u)
+        seen.append(labels.clone())
+        return labels
+
+    monkeypatch.setattr(factors_mod, "inverse_cdf", record)
+    return seen
+
+
+def _relative_error(got: dict[str, KFACFactors], want: dict[str, KFACFactors]) -> float:
+    worst = 0.0
+    for name in want:
+        assert got[name].count == want[name].count
+        for attr in ("A_sum", "G_sum"):
+            g, w = getattr(got[name], attr).double(), getattr(want[name], attr).double()
+            worst = max(worst, float((g - w).norm() / w.norm()))
+    return worst
+
+
+def test_sampled_labels_do_not_depend_on_batching_or_sharding(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model("llama", vocab_size=V, seed=4, layers=3)
+    targets = resolve_targets(model, layers=[1], projections=["gate", "up", "down"])
+    batches = make_batches(n=6, bs=6)
+    ids, mask = batches[0]["input_ids"], batches[0]["attention_mask"]
+    seen = _recording_labels(monkeypatch)
+    single = collect_factors(model, batches, targets, seed=9, samples=2)
+    single_labels = torch.cat(seen)
+    runs = {}
+    for bs in (1, 4):
+        seen.clear()
+        split = [{"input_ids": ids[i : i + bs], "attention_mask": mask[i : i + bs]} for i in range(0, 6, bs)]
+        runs[f"batch_size={bs}"] = collect_factors(model, split, targets, seed=9, samples=2)
+        assert torch.equal(torch.cat(seen), single_labels), bs
+    seen.clear()
+    shards = [
+        collect_factors(
+            model, [{"input_ids": ids[a:b], "attention_mask": mask[a:b]}], targets, seed=9, samples=2, first_sequence=a
+        )
+        for a, b in ((0, 2), (2, 6))
+    ]
+    assert torch.equal(torch.cat(seen), single_labels)
+    runs["2 shards"] = merge_factors(shards)
+    for label, got in runs.items():
+        assert _relative_error(got, single) <= 1e-6, label
+    seen.clear()
+    collect_factors(model, [{"input_ids": ids[2:6], "attention_mask": mask[2:6]}], targets, seed=9, samples=2)
+    assert not torch.equal(torch.cat(seen), single_labels[-len(torch.cat(seen)) :])  # the row index matters
+
+
+@pytest.mark.parametrize("fisher", ["sampled", "empirical"])
+@pytest.mark.parametrize(("family", "layers"), [("llama", [1, 2]), ("gpt2", [0, 2]), ("gpt_neox", [1]), ("olmo2", [2])])
+def test_chunked_logits_equal_full_logits(
+    family: str, layers: list[int], fisher: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.curvature.factors as factors_mod
+
+    model = build_model(family, vocab_size=V, seed=5, layers=3)
+    targets = resolve_targets(model, layers=layers, projections=["up", "down"])
+    batches = make_batches()
+    split = factors_mod.split_body_and_head(model)
+    assert split is not None  # every supported family splits into body + head
+    ids, mask = batches[0]["input_ids"], batches[0]["attention_mask"]
+    torch.testing.assert_close(
+        split.head(split.body(input_ids=ids, attention_mask=mask).last_hidden_state),
+        model(input_ids=ids, attention_mask=mask).logits,
+        rtol=0,
+        atol=0,
+    )
+    chunked = collect_factors(model, batches, targets, fisher=fisher, seed=2, logits_chunk=4)
+    with monkeypatch.context() as m:
+        m.setattr(factors_mod, "split_body_and_head", lambda model: None)  # logits from the full forward
+        full = collect_factors(model, batches, targets, fisher=fisher, seed=2, logits_chunk=10**9)
+    assert _relative_error(chunked, full) <= 1e-6
+    assert_factors_close(chunked, oracle(model, batches, targets, fisher, seed=2))
+
+
+def test_samples_average_the_g_contributions_of_independent_labels() -> None:
+    model = build_model("llama", vocab_size=V, seed=6, layers=3)
+    targets = resolve_targets(model, layers=[1, 2], projections=["gate", "down"])
+    batches = make_batches()
+    got = collect_factors(model, batches, targets, seed=3, samples=4, logits_chunk=5)
+    assert_factors_close(got, oracle(model, batches, targets, "sampled", seed=3, samples=4))
+    one = collect_factors(model, batches, targets, seed=3, samples=1)
+    name = targets[0].name
+    assert torch.equal(got[name].A_sum, one[name].A_sum) and not torch.allclose(got[name].G_sum, one[name].G_sum)
+    with pytest.raises(ValueError, match="samples=2 needs fisher='sampled'"):
+        collect_factors(model, batches, targets, fisher="empirical", samples=2)

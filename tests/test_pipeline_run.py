@@ -181,3 +181,25 @@ def test_conv1d_and_neox_artifacts_differ_only_in_edited_tensors(tmp_path: Path,
     assert {k for k in b if not torch.equal(b[k], e[k])} == {f"{t['name']}.weight" for t in res["targets"]}
     apply_delta(base, out / "delta.safetensors")
     assert all(torch.equal(base.state_dict()[k], e[k]) for k in b)
+
+
+def test_small_calibration_warns_and_flags_the_manifest(roots: Path) -> None:
+    settings = settings_for(roots)
+    rep = NullReporter()
+    spec = make_spec(calibration={"texts": TEXTS, "max_tokens": 16, "seq_len": 16, "batch_size": 8})
+    result = run_pipeline(spec, settings=settings, job_id="few", reporter=rep, cache=None)
+    warnings = [(msg, data) for level, msg, data in rep.events if level == "warning"]
+    assert [d["kind"] for _, d in warnings] == ["few_tokens"]
+    msg, data = warnings[0]
+    assert data["tokens"] == 15 and data["largest_dim"] == 64  # 1 row of 16 tokens -> 15 positions; MLP 64
+    assert "calibration.max_tokens to at least 640" in msg
+    manifest = json.loads(Path(result["results"][0]["artifacts"]["dir"], "manifest.json").read_text())
+    stats = manifest["factor_stats"]
+    assert stats["few_tokens"] is True and stats["tokens"] == 15
+    for name, s in stats["factors"].items():
+        assert s["tokens"] == 15 and s["rank"] <= 15, name  # a mean of 15 outer products
+    rep = NullReporter()
+    run_pipeline(make_spec(), settings=settings, job_id="enough", reporter=rep, cache=None)
+    assert not [d for level, _, d in rep.events if level == "warning"]
+    stats_events = [d for _, _, d in rep.events if d and d.get("kind") == "factor_stats"]
+    assert len(stats_events) == 1 and stats_events[0]["few_tokens"] is False and stats_events[0]["tokens"] >= 640

@@ -120,14 +120,15 @@ def _run_shard(
     chosen = resolve_targets(loaded.model, modules=targets)
     inputs = curvature_inputs(spec, settings, loaded, texts)
     ids = pack_calibration(inputs)
-    rows = ids[shard_rows(ids.shape[0], shards, shard)]
+    span = shard_rows(ids.shape[0], shards, shard)
+    rows = ids[span]
     try:
         sums = collect_sums(
             loaded.model,
             chosen,
             inputs,
             rows,
-            seed=inputs.shard_seed(shard),
+            first_sequence=span.start,  # sampled labels are keyed by the row of the whole stream
             progress=None,
             should_cancel=lambda: store.cancel_requested(job_id) or store.status(job_id) in TERMINAL_STATUSES,
         )

@@ -10,15 +10,25 @@ Loss convention: the loss of a batch is the SUM over its valid positions of the 
 ``-log p(y_t | x_<=t)`` (no mean), so ``g_t = d(sum_s loss_s) / d out_t`` -- the usual K-FAC
 per-token gradient (through causal attention it collects the losses at positions >= t of the
 same sequence). Labels ``y_t``: ``fisher="sampled"`` draws them from the model's own
-``softmax(logits_t)`` (true Fisher) by inverse-CDF sampling: per batch, one uniform per valid
-position from ``torch.rand`` with a ``torch.Generator`` seeded by ``seed`` (on the logits'
-device), ``label = #{k : cdf_k <= u * cdf_last}`` (see ``sample_labels``; several times faster
-than ``torch.multinomial`` over a large vocabulary);
-``fisher="empirical"`` uses the corpus's next token.
+``softmax(logits_t)`` (true Fisher) by inverse CDF with a counter-based uniform keyed by
+``(seed, sequence index, position, sample)`` (``workers.curvature.labels``): the sequence index
+is the row of the packed calibration stream (``first_sequence`` + rows fed so far), so the labels
+do not depend on batching or sharding. ``samples = S > 1`` draws S labels per position from one
+shared forward pass and averages their contributions: ``G_sum = sum_t (1/S) sum_s g_ts g_ts^T``.
+``fisher="empirical"`` uses the corpus's next token (one "sample").
+
+Chunked logits: when the model splits into body + output head (``workers.curvature.heads``),
+the body runs once per batch and ``head(hidden)`` runs over ``logits_chunk`` valid positions at a
+time -- the label sampling, the loss and its gradient w.r.t. those hidden states are done chunk by
+chunk -- and one backward from the hidden states (with the stacked hidden-state gradients) gives
+the ``g_t``. So no (positions x vocabulary) tensor exists beyond one chunk. Models that do not
+split take the logits from the full forward (same arithmetic, one big logits tensor).
 
 Valid positions: ``attention_mask[t] == 1`` and ``attention_mask[t + 1] == 1`` (so the last
 position of each row, which has no next-token target, and padding are excluded). ``count`` is
 the number of valid positions; sums are float32 whatever the model dtype, so shards add.
+``precision`` (``fp32`` | ``tf32`` | ``bf16``) sets the precision of the accumulation's matrix
+product inputs (``workers.curvature.precision``); the accumulators stay float32.
 
 Cost: parameters are frozen during collection (no weight gradients), and the graph starts at
 the earliest target's output (its output is made a fresh leaf because nothing upstream needs a
@@ -37,6 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.curvature.heads import split_body_and_head
+from workers.curvature.labels import counter_uniforms, inverse_cdf
+from workers.curvature.precision import PRECISIONS, Precision, accumulate_outer
 from workers.curvature.targets import EditTarget, module_weight
 from workers.pipeline.reporting import JobCancelled
 
@@ -111,28 +124,12 @@ def valid_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return valid
 
 
-def sample_labels(logits: torch.Tensor, generator: torch.Generator, chunk_rows: int = 1024) -> torch.Tensor:
-    """One label per row of ``logits`` (N, V) drawn from ``softmax(logits)`` by inverse CDF.
-
-    All N uniforms are drawn first (so chunking, which bounds the float32 (rows, V) temporaries,
-    does not change the result).
-    """
-    with torch.no_grad():
-        u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device, dtype=torch.float32)
-        labels = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-        for start in range(0, logits.shape[0], chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            cdf = torch.cumsum(torch.softmax(logits[rows].float(), dim=-1), dim=-1)
-            idx = torch.searchsorted(cdf, u[rows] * cdf[:, -1:], right=True).squeeze(1)
-            labels[rows] = idx.clamp_(max=cdf.shape[1] - 1)
-        return labels
-
-
 class _Collector:
     """Hooks and accumulators for one ``collect_factors`` call."""
 
-    def __init__(self, model: nn.Module, targets: list[EditTarget]) -> None:
+    def __init__(self, model: nn.Module, targets: list[EditTarget], precision: Precision) -> None:
         self.targets = targets
+        self.precision = precision
         self.A: dict[str, torch.Tensor] = {}
         self.G: dict[str, torch.Tensor] = {}
         for t in targets:
@@ -170,8 +167,7 @@ class _Collector:
             if target.input_key not in self._a_done:
                 self._a_done.add(target.input_key)
                 a = self._rows(args[0].detach(), target.name)
-                acc = self.A[target.input_key]
-                acc.addmm_(a.T.to(acc.device), a.to(acc.device))
+                accumulate_outer(self.A[target.input_key], a, self.precision)
             replaced = None
             if not output.requires_grad:
                 # Nothing upstream needs a gradient: start the graph here (cuts the backward).
@@ -182,18 +178,18 @@ class _Collector:
 
         return forward_hook
 
-    def accumulate_g(self, loss: torch.Tensor) -> None:
+    def accumulate_g(self, root: torch.Tensor, grad_root: torch.Tensor, *, alpha: float, retain: bool) -> None:
+        """Backward from ``root`` (seeded with ``grad_root``) to the targets' outputs; ``G += alpha g g^T``."""
         if not self.outputs:
             names = [t.name for t in self.targets]
             raise ValueError(f"none of the targets {names} ran in the model's forward pass")
         tensors = [t for _, t in self.outputs]
-        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        grads = torch.autograd.grad(root, tensors, grad_outputs=grad_root, allow_unused=True, retain_graph=retain)
         for (name, _), g in zip(self.outputs, grads, strict=True):
-            if g is None:
-                continue
-            rows = self._rows(g, name)
-            acc = self.G[name]
-            acc.addmm_(rows.T.to(acc.device), rows.to(acc.device))
+            if g is not None:
+                accumulate_outer(self.G[name], self._rows(g, name), self.precision, alpha=alpha)
+
+    def finish_batch(self) -> None:
         self.outputs = []
 
     def result(self, count: int) -> dict[str, KFACFactors]:
@@ -209,6 +205,32 @@ def _input_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+DEFAULT_LOGITS_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """How the sums are estimated (all of it goes into the factor-cache key except ``logits_chunk``)."""
+
+    fisher: Fisher = "sampled"
+    seed: int = 0
+    samples: int = 1
+    precision: Precision = "fp32"
+    logits_chunk: int = DEFAULT_LOGITS_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.fisher not in ("sampled", "empirical"):
+            raise ValueError(f"expected fisher 'sampled' or 'empirical', got {self.fisher!r}")
+        if self.samples < 1:
+            raise ValueError(f"expected samples >= 1, got {self.samples}")
+        if self.fisher == "empirical" and self.samples != 1:
+            raise ValueError(f"samples={self.samples} needs fisher='sampled' (the empirical label is unique)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"expected precision one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.logits_chunk < 1:
+            raise ValueError(f"expected logits_chunk >= 1 (positions per chunk), got {self.logits_chunk}")
+
+
 def collect_factors(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
@@ -216,47 +238,85 @@ def collect_factors(
     fisher: Fisher = "sampled",
     *,
     seed: int = 0,
+    samples: int = 1,
+    precision: Precision = "fp32",
+    logits_chunk: int = DEFAULT_LOGITS_CHUNK,
+    first_sequence: int = 0,
     total_tokens: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, KFACFactors]:
     """Run the model over ``batches`` once and return K-FAC sums per target name.
 
-    ``batches`` yield ``{"input_ids": (B, T), "attention_mask": (B, T) optional}``. ``progress``
-    gets (tokens fed so far = attention-mask sum, ``total_tokens``) after each batch;
-    ``should_cancel`` is checked before each batch and raises ``JobCancelled`` when true.
-    The model is run in eval mode with frozen parameters; both are restored afterwards.
+    ``batches`` yield ``{"input_ids": (B, T), "attention_mask": (B, T) optional}``; their rows are
+    the sequences ``first_sequence, first_sequence + 1, ...`` of the calibration stream (the
+    sampled labels are keyed by that index). ``progress`` gets (tokens fed so far = attention-mask
+    sum, ``total_tokens``) after each batch; ``should_cancel`` is checked before each batch and
+    raises ``JobCancelled`` when true. The model is run in eval mode with frozen parameters; both
+    are restored afterwards.
     """
-    if fisher not in ("sampled", "empirical"):
-        raise ValueError(f"expected fisher 'sampled' or 'empirical', got {fisher!r}")
+    opts = CollectOptions(fisher=fisher, seed=seed, samples=samples, precision=precision, logits_chunk=logits_chunk)
     if not targets:
         raise ValueError("expected at least one target")
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate targets in {names}")
+    if first_sequence < 0:
+        raise ValueError(f"expected first_sequence >= 0, got {first_sequence}")
 
     with torch.inference_mode(False):  # callers may run under inference_mode; we need autograd
-        return _collect(model, batches, targets, fisher, seed, total_tokens, progress, should_cancel)
+        return _collect(model, batches, targets, opts, first_sequence, total_tokens, progress, should_cancel)
+
+
+def _labels_and_feature_grads(
+    feats: torch.Tensor,
+    head: nn.Module | None,
+    opts: CollectOptions,
+    uniforms: torch.Tensor | None,
+    next_tokens: torch.Tensor | None,
+) -> list[torch.Tensor]:
+    """d(sum of token losses)/d feats, one (N, F) tensor per sample, computed ``logits_chunk`` rows at a time.
+
+    ``feats`` are the final hidden states at the valid positions (``head`` maps them to logits)
+    or, with ``head=None``, the logits themselves."""
+    n = feats.shape[0]
+    grads = [torch.empty_like(feats) for _ in range(opts.samples)]
+    for start in range(0, n, opts.logits_chunk):
+        rows = slice(start, start + opts.logits_chunk)
+        leaf = feats[rows].detach().requires_grad_(True)
+        logits = (head(leaf) if head is not None else leaf).float()
+        if uniforms is not None:
+            labels = inverse_cdf(logits.detach(), uniforms[rows])
+        else:
+            assert next_tokens is not None
+            labels = next_tokens[rows, None].to(logits.device)
+        for s in range(opts.samples):
+            loss = F.cross_entropy(logits, labels[:, s], reduction="sum")
+            (g,) = torch.autograd.grad(loss, leaf, retain_graph=s < opts.samples - 1)
+            grads[s][rows] = g.to(feats.dtype)
+        del logits, leaf
+    return grads
 
 
 def _collect(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
     targets: list[EditTarget],
-    fisher: Fisher,
-    seed: int,
+    opts: CollectOptions,
+    first_sequence: int,
     total_tokens: int | None,
     progress: Callable[[int, int | None], None] | None,
     should_cancel: Callable[[], bool] | None,
 ) -> dict[str, KFACFactors]:
-    collector = _Collector(model, targets)
+    collector = _Collector(model, targets, opts.precision)
     in_device = _input_device(model)
-    generator: torch.Generator | None = None
+    split = split_body_and_head(model)
     handles = [t.module(model).register_forward_hook(collector.hook(t)) for t in targets]
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     count = 0
     tokens_done = 0
+    next_row = first_sequence
     try:
         for p, _ in frozen:
             p.requires_grad_(False)
@@ -273,26 +333,36 @@ def _collect(
                         f"expected input_ids and attention_mask of one shape (B, T), "
                         f"got {tuple(input_ids.shape)} and {tuple(mask.shape)}"
                     )
+                rows = torch.arange(next_row, next_row + input_ids.shape[0], device=in_device)
+                next_row += input_ids.shape[0]
                 valid = valid_positions(mask)
                 n_valid = int(valid.sum())
                 tokens_done += int(mask.sum())
                 if n_valid > 0:
                     collector.start_batch(valid)
-                    logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                    v = valid.to(logits.device)
-                    lg = logits[v].float()  # (N, V): the prediction made at each valid position
-                    if fisher == "sampled":
-                        if generator is None:
-                            generator = torch.Generator(device=lg.device).manual_seed(seed)
-                        labels = sample_labels(lg.detach(), generator)
+                    kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
+                    if split is not None:
+                        out = split.body(**kwargs).last_hidden_state
+                        head: nn.Module | None = split.head
+                    else:
+                        out = model(**kwargs).logits
+                        head = None
+                    v = valid.to(out.device)
+                    feats = out[v]  # (N, F): hidden state (or logits) at each valid position
+                    b_idx, t_idx = v.nonzero(as_tuple=True)  # row-major, the order of out[v]
+                    uniforms = next_tokens = None
+                    if opts.fisher == "sampled":
+                        uniforms = counter_uniforms(opts.seed, rows.to(out.device)[b_idx], t_idx, opts.samples)
                     else:
                         nxt = torch.zeros_like(input_ids)
                         nxt[:, :-1] = input_ids[:, 1:]
-                        labels = nxt.to(logits.device)[v]
-                    loss = F.cross_entropy(lg, labels, reduction="sum")
-                    collector.accumulate_g(loss)
+                        next_tokens = nxt.to(out.device)[v]
+                    feat_grads = _labels_and_feature_grads(feats, head, opts, uniforms, next_tokens)
+                    for s, grad in enumerate(feat_grads):
+                        collector.accumulate_g(feats, grad, alpha=1.0 / opts.samples, retain=s < opts.samples - 1)
+                    collector.finish_batch()
                     count += n_valid
-                    del logits, lg, loss
+                    del out, feats, feat_grads
                 if progress is not None:
                     progress(tokens_done, total_tokens)
     finally:

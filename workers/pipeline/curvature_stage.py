@@ -28,6 +28,7 @@ from contract.spec import EditJobSpec
 from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts
+from workers.curvature.factor_stats import MIN_TOKENS_PER_DIM, factor_statistics, few_tokens
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.loading import LoadedModel
@@ -55,6 +56,9 @@ class CurvatureInputs:
     seed: int
     eig_dtype: str
     shards: int = 1
+    samples: int = 1
+    precision: str = "fp32"
+    logits_chunk: int = 1024
 
     def sum_args(self, kind: str) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -64,19 +68,18 @@ class CurvatureInputs:
             "max_tokens": self.max_tokens,
             "seq_len": self.seq_len,
             "accumulator_dtype": "float32",
+            "precision": self.precision,
         }
         if kind == "G":  # A is a forward-only statistic: the label distribution does not touch it
             args.update(fisher=self.fisher, seed=self.seed)
-        if self.shards > 1:  # sampled labels are drawn per shard: a different (equally valid) estimate
-            args["shards"] = self.shards
+            if self.fisher == "sampled":  # counter-keyed labels: batch size and shards do not matter
+                args.update(labels="counter-v1", samples=self.samples)
         return args
 
     def shard_key(self, fid: FactorId, shard: int) -> CacheKey:
         base = self.key(fid, eig=False)
-        return CacheKey(kind=base.kind, module=base.module, args={**base.args, "shard": shard}, model=base.model)
-
-    def shard_seed(self, shard: int) -> int:
-        return self.seed if self.shards == 1 else self.seed * 1_000_003 + shard
+        args = {**base.args, "shard": shard, "shards": self.shards}  # shard i of k: its rows depend on k
+        return CacheKey(kind=base.kind, module=base.module, args=args, model=base.model)
 
     def key(self, fid: FactorId, eig: bool) -> CacheKey:
         kind, module = fid
@@ -103,6 +106,9 @@ def curvature_inputs(spec: EditJobSpec, settings: Settings, loaded: LoadedModel,
         seed=spec.curvature.seed,
         eig_dtype=spec.curvature.eig_dtype,
         shards=settings.collect_shards,
+        samples=spec.curvature.samples,
+        precision=spec.curvature.precision,
+        logits_chunk=spec.curvature.logits_chunk,
     )
 
 
@@ -114,6 +120,7 @@ class CurvatureResult:
     cache: dict[str, dict[str, int]] = field(default_factory=dict)
     tokens: int | None = None
     keys: dict[str, str] = field(default_factory=dict)
+    factor_stats: dict[str, Any] = field(default_factory=dict)
 
 
 def _factor_ids(targets: list[EditTarget]) -> list[FactorId]:
@@ -169,11 +176,14 @@ def collect_sums(
     inputs: CurvatureInputs,
     ids: torch.Tensor,
     *,
-    seed: int,
+    first_sequence: int = 0,
     progress: Callable[[int, int | None], None] | None,
     should_cancel: Callable[[], bool] | None,
 ) -> dict[FactorId, tuple[torch.Tensor, int]]:
-    """K-FAC sums of ``targets`` over the rows ``ids`` (one pass), keyed by factor id."""
+    """K-FAC sums of ``targets`` over the rows ``ids`` (one pass), keyed by factor id.
+
+    ``ids`` are rows ``first_sequence, first_sequence + 1, ...`` of the packed calibration stream
+    (the sampled labels are keyed by that row index, so a shard passes its first row)."""
     out: dict[FactorId, tuple[torch.Tensor, int]] = {}
     if ids.shape[0] == 0:
         for t in targets:
@@ -185,7 +195,11 @@ def collect_sums(
         iter_batches(ids, inputs.batch_size),
         targets,
         inputs.fisher,  # type: ignore[arg-type]
-        seed=seed,
+        seed=inputs.seed,
+        samples=inputs.samples,
+        precision=inputs.precision,  # type: ignore[arg-type]
+        logits_chunk=inputs.logits_chunk,
+        first_sequence=first_sequence,
         total_tokens=int(ids.numel()),
         progress=progress,
         should_cancel=should_cancel,
@@ -245,12 +259,13 @@ def _collect_sharded(
         return part
 
     def collect_here(shard: int) -> None:
+        rows = shard_rows(ids.shape[0], k, shard)
         part = collect_sums(
             model,
             targets,
             inputs,
-            ids[shard_rows(ids.shape[0], k, shard)],
-            seed=inputs.shard_seed(shard),
+            ids[rows],
+            first_sequence=rows.start,
             progress=None,
             should_cancel=reporter.cancelled,
         )
@@ -295,6 +310,46 @@ def _collect_sharded(
     return acc
 
 
+def report_factor_stats(
+    fids: list[FactorId], eig: dict[FactorId, Eigen], counts: dict[FactorId, int], reporter: Reporter
+) -> dict[str, Any]:
+    """Per-factor statistics (event ``factor_stats``), and a warning when the calibration is small.
+
+    Returns the manifest's ``factor_stats``: ``{"tokens", "largest_dim", "min_tokens_per_dim",
+    "few_tokens", "factors": {"A:<input key>" | "G:<module>": statistics}}``."""
+    factors = {f"{k}:{m}": factor_statistics(eig[(k, m)].values, counts.get((k, m))) for k, m in fids}
+    known = list(counts.values())
+    tokens = min(known) if known else None
+    largest = max(s["dim"] for s in factors.values())
+    flagged = tokens is not None and few_tokens(tokens, largest)
+    out = {
+        "tokens": tokens,
+        "largest_dim": largest,
+        "min_tokens_per_dim": MIN_TOKENS_PER_DIM,
+        "few_tokens": flagged,
+        "factors": factors,
+    }
+    reporter.event(
+        "info",
+        f"factor statistics: {tokens if tokens is not None else 'unknown'} tokens, largest dimension {largest}",
+        {"kind": "factor_stats", **out},
+    )
+    if flagged:
+        short = sorted(
+            name
+            for name, s in factors.items()
+            if s["tokens_per_dim"] is not None and s["tokens_per_dim"] < MIN_TOKENS_PER_DIM
+        )
+        reporter.event(
+            "warning",
+            f"calibration has {tokens} tokens, fewer than {MIN_TOKENS_PER_DIM} x the largest edited dimension "
+            f"({largest}): the factors are rank-deficient or noisy and their null space is removed at any "
+            f"keep_mass < 1; raise calibration.max_tokens to at least {MIN_TOKENS_PER_DIM * largest}",
+            {"kind": "few_tokens", "tokens": tokens, "largest_dim": largest, "factors": short},
+        )
+    return out
+
+
 def compute_curvature(
     model: Any,
     targets: list[EditTarget],
@@ -310,12 +365,15 @@ def compute_curvature(
     ``on_stage(name, cached)`` is called when ``collect_factors`` and ``eigendecompose`` start."""
     fids = _factor_ids(targets)
     eig: dict[FactorId, Eigen] = {}
+    counts: dict[FactorId, int] = {}
     sums: dict[FactorId, tuple[torch.Tensor, int]] = {}
     if cache is not None:
         for fid in fids:
             got = cache.get(inputs.key(fid, eig=True))
             if got is not None:
                 eig[fid] = Eigen(got["values"], got["vectors"])
+                if "count" in got:  # entries written before the count was stored lack it
+                    counts[fid] = int(got["count"])
         for fid in fids:
             if fid in eig:
                 continue
@@ -353,7 +411,6 @@ def compute_curvature(
                 need_targets,
                 inputs,
                 ids,
-                seed=inputs.seed,
                 progress=progress,
                 should_cancel=reporter.cancelled,
             )
@@ -374,8 +431,10 @@ def compute_curvature(
         mat, count = sums[fid]
         e = eigendecompose(mat, count, dtype, device=_device_of(targets, model, fid))
         eig[fid] = e
+        counts[fid] = count
         if cache is not None:
-            cache.put(inputs.key(fid, eig=True), {"values": e.values, "vectors": e.vectors})
+            entry = {"values": e.values, "vectors": e.vectors, "count": torch.tensor(int(count), dtype=torch.int64)}
+            cache.put(inputs.key(fid, eig=True), entry)
         reporter.progress((i + 1) / len(missing_eig))
 
     eigens: dict[str, tuple[Eigen, Eigen]] = {}
@@ -383,6 +442,7 @@ def compute_curvature(
         dev = _weight_device(model, t)
         eigens[t.name] = (eig[("G", t.name)].to(device=dev), eig[("A", t.input_key)].to(device=dev))
     keys = {f"{k}:{m}": inputs.key((k, m), eig=True).digest for k, m in fids}
+    factor_stats = report_factor_stats(fids, eig, counts, reporter)
     return CurvatureResult(
         eigens=eigens,
         collect_cached=not need_targets,
@@ -390,4 +450,5 @@ def compute_curvature(
         cache=stats,
         tokens=tokens,
         keys=keys,
+        factor_stats=factor_stats,
     )

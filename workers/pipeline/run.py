@@ -272,6 +272,7 @@ def _run(
                 "layers": point["layers"],
                 "metrics": point["metrics"],
                 "comparison": point["comparison"],
+        "factor_stats": curv.factor_stats,
                 "timings": dict(clock.timings),
             }
             files = write_result(
