@@ -19,6 +19,7 @@ Role = Literal["gate", "up", "down"]
 FisherType = Literal["sampled", "empirical"]
 ModelDType = Literal["float32", "bfloat16", "float16", "auto"]
 EigDType = Literal["float32", "float64"]
+AccumulationPrecision = Literal["fp32", "tf32", "bf16"]
 DEFAULT_ROLES: tuple[Role, ...] = ("gate", "up")
 
 KeepMass = Annotated[
@@ -31,7 +32,6 @@ MAX_INLINE_CHARS = 2_000_000
 
 
 class StrictModel(BaseModel):
-AccumulationPrecision = Literal["fp32", "tf32", "bf16"]
     """Base for every spec section: unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
@@ -170,6 +170,15 @@ class CurvatureSpec(StrictModel):
         "(logits_chunk x vocabulary) float32 block instead of the whole batch's logits.",
     )
     eig_dtype: EigDType = Field(default="float32", description="Precision of the eigendecompositions.")
+
+    @model_validator(mode="after")
+    def _samples_need_sampled_fisher(self) -> CurvatureSpec:
+        if self.samples != 1 and self.fisher != "sampled":
+            raise ValueError(
+                f"curvature.samples={self.samples} needs curvature.fisher='sampled' "
+                "(the empirical label is unique): set samples to 1 or fisher to 'sampled'"
+            )
+        return self
 
 
 class KeepMassOverride(StrictModel):
