@@ -66,3 +66,34 @@ FACTORS_INDEX = f"{PREFIX}:factors:index"
 
 def factor_chunks_pattern(key: str) -> str:
     return f"{PREFIX}:factors:chunk:{key}:*"
+
+
+# --- webhooks (service.webhooks) -------------------------------------------------------------
+WEBHOOK_OUTBOX = f"{PREFIX}:webhooks:outbox"
+"""Stream (capped at ~100k entries): job events subscribers can receive, appended in the same
+transaction as the job change; read by the delivery workers' consumer group."""
+
+
+def webhook(webhook_id: str) -> str:
+    """String: JSON of one webhook endpoint (including its signing secret)."""
+    return f"{PREFIX}:webhook:{webhook_id}"
+
+
+def webhooks_owner(owner: str) -> str:
+    """Sorted set (scores 0, ordered by id): one owner's webhook endpoints."""
+    return f"{PREFIX}:webhooks:owner:{owner}"
+
+
+def webhooks_job(job_id: str) -> str:
+    """Set: ids of the endpoints a job's spec.notify created."""
+    return f"{PREFIX}:webhooks:job:{job_id}"
+
+
+def webhook_deliveries(webhook_id: str) -> str:
+    """Sorted set (scores 0, ordered by id = creation time): one endpoint's delivery log."""
+    return f"{PREFIX}:webhook:{webhook_id}:deliveries"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """String (TTL ``webhook_log_ttl_s``): JSON of one delivery and its attempts."""
+    return f"{PREFIX}:webhook-delivery:{delivery_id}"

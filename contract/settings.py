@@ -60,6 +60,21 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="Largest JSON request body.")
 
+    # --- Webhooks (service.webhooks) ---------------------------------------------------------
+    webhook_queue_name: str = Field(
+        default="curvedit-webhooks", description="RQ queue of webhook deliveries (worked by the delivery worker)."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Deliver to private, loopback and link-local addresses (off: every address a target "
+        "resolves to must be public, checked at each attempt).",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=2, le=50, description="Attempts per delivery before 'failed'.")
+    webhook_backoff_s: int = Field(default=5, ge=1, description="Wait before the first retry; doubles per retry.")
+    webhook_backoff_max_s: int = Field(default=3600, ge=1, description="Longest wait between two attempts.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Timeout of one delivery POST.")
+    webhook_log_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600, description="How long deliveries are kept.")
+
     # --- Workers -----------------------------------------------------------------------------
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'.")
     device_map: str | None = Field(default=None, description="Passed to from_pretrained, e.g. 'auto'.")

@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contract.webhooks.events import DEFAULT_EVENTS, EventName
+from contract.webhooks.urls import MAX_URL_CHARS, check_url
+
 Role = Literal["gate", "up", "down"]
 FisherType = Literal["sampled", "empirical"]
 ModelDType = Literal["float32", "bfloat16", "float16", "auto"]
@@ -339,6 +342,30 @@ class OutputSpec(StrictModel):
         return _check_relative_path(v, "output.path")
 
 
+class NotifySpec(StrictModel):
+    """A webhook for this job's events. Submitting creates an endpoint scoped to the job; its signing
+    secret is returned once, in the submission response (``webhook.secret``)."""
+
+    url: str = Field(max_length=MAX_URL_CHARS, description="http(s) URL that receives signed POSTs.")
+    events: list[EventName] = Field(
+        default_factory=lambda: list(DEFAULT_EVENTS),  # type: ignore[arg-type]
+        min_length=1,
+        description="Events to deliver: succeeded, failed, cancelled (default), stage_changed, trial.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_ok(cls, v: str) -> str:
+        return check_url(v)
+
+    @field_validator("events")
+    @classmethod
+    def _distinct_events(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("notify.events must be distinct")
+        return v
+
+
 class EditJobSpec(StrictModel):
     """A complete edit job."""
 
@@ -348,3 +375,4 @@ class EditJobSpec(StrictModel):
     edit: EditSpec = Field(default_factory=EditSpec)
     evaluation: EvaluationSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
+    notify: NotifySpec | None = Field(default=None, description="Signed webhook for this job's events.")

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from contract.settings import Settings, get_settings
-from service.api.routes import datasets, factors, health, jobs
+from service.api.routes import datasets, factors, health, jobs, webhooks
 from service.errors import install_error_handlers
 from service.metrics import build_registry
 from service.middleware import BodyLimitMiddleware, RequestCounterMiddleware
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         (jobs.router, API_V1),
         (datasets.router, API_V1),
         (factors.router, API_V1),
+        (webhooks.router, API_V1),
         (health.router, ""),
     ):
         app.include_router(router, prefix=prefix)

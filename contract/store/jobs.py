@@ -32,6 +32,7 @@ from typing import Any, cast
 import redis
 
 from contract import keys
+from contract.webhooks.events import event_name
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -63,13 +64,19 @@ _FIELDS = (
     "attempts",
 )
 
-# KEYS: job hash, events stream, updates channel. ARGV: time, level, message, data json.
-# Appends one event with the next sequence number; returns it, or -1 when the job does not exist.
+# KEYS: job hash, events stream, updates channel, webhook outbox. ARGV: time, level, message, data
+# json, webhook event name ('' = none), job id. Appends one event with the next sequence number (and,
+# for a webhook event, an outbox entry in the same script: delivery survives any restart); returns
+# the sequence number, or -1 when the job does not exist.
 _APPEND_EVENT_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seq = redis.call('HINCRBY', KEYS[1], 'event_seq', 1)
 redis.call('XADD', KEYS[2], seq .. '-0', 'time', ARGV[1], 'level', ARGV[2], 'message', ARGV[3],
            'data', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'job', ARGV[6], 'event', ARGV[5], 'seq', seq,
+             'time', ARGV[1], 'message', ARGV[3], 'data', ARGV[4])
+end
 redis.call('PUBLISH', KEYS[3], 'event:' .. seq)
 return seq
 """
@@ -257,8 +264,8 @@ class JobStore:
             level = "info"
         payload = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False, default=str)
         return self._append(
-            keys=[keys.job(job_id), keys.job_events(job_id), keys.job_updates(job_id)],
-            args=[utcnow(), level, message, payload],
+            keys=[keys.job(job_id), keys.job_events(job_id), keys.job_updates(job_id), keys.WEBHOOK_OUTBOX],
+            args=[utcnow(), level, message, payload, event_name(data) or "", job_id],
             client=client,
         )
 

@@ -36,6 +36,11 @@ class JobError(BaseModel):
     message: str
 
 
+class NotifyWebhook(BaseModel):
+    id: str
+    secret: str = Field(description="whsec_... signing secret of spec.notify deliveries; store it now.")
+
+
 class EditJob(BaseModel):
     id: str
     owner: str
@@ -56,6 +61,12 @@ class EditJob(BaseModel):
     worker: str | None = None
     attempts: int = 0
     last_event_seq: int = Field(default=0, description="seq of the newest event (see /events?after=).")
+    webhook: NotifyWebhook | None = Field(
+        default=None,
+        description="Only in the response that created a job with spec.notify: the job's webhook endpoint "
+        "and its signing secret (shown once).",
+    )
+
 
 
 class EditJobList(BaseModel):

@@ -17,10 +17,13 @@ from contract import keys
 from contract.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
 from contract.store.queue import cancel_job, enqueue_job
 from service.api.deps import DatasetStoreDep, JobStoreDep, OwnerDep, RedisDep, SettingsDep
+from service.api.routes.webhooks import check_target_url
 from service.errors import ApiError
 from service.schemas.common import ERROR_RESPONSES
 from service.schemas.jobs import EditJob, EditJobCreate, EditJobList, JobEvent, JobStatus
 from service.validation import validate_submission
+from service.webhooks.records import WebhookStore
+from service.webhooks.signing import new_secret
 
 router = APIRouter(prefix="/edit-jobs", tags=["edit-jobs"], responses=ERROR_RESPONSES)
 
@@ -86,6 +89,7 @@ def create_edit_job(
                 response.status_code = status.HTTP_200_OK
                 response.headers["Location"] = f"/v1/edit-jobs/{replay['id']}"
                 return replay
+    notify_webhook = _notify_endpoint(body, r, settings, owner, job_id)
     rec = store.create(owner, resolved, job_id=job_id)
     try:
         enqueue_job(r, settings, job_id)
@@ -93,7 +97,20 @@ def create_edit_job(
         store.fail(job_id, "enqueue_failed", f"could not enqueue the job: {exc}")
         raise
     response.headers["Location"] = f"/v1/edit-jobs/{job_id}"
-    return rec
+    return {**rec, "webhook": notify_webhook}
+
+
+def _notify_endpoint(body: EditJobCreate, r: Any, settings: Any, owner: str, job_id: str) -> dict[str, str] | None:
+    """spec.notify: an endpoint scoped to this job, created before the job so no event is missed."""
+    if body.notify is None:
+        return None
+    check_target_url(body.notify.url, settings, "notify.url")
+    hooks = WebhookStore(r, log_ttl_s=settings.webhook_log_ttl_s)
+    endpoint = hooks.create(
+        owner, body.notify.url, list(body.notify.events), new_secret(), description=f"notify of {job_id}", job_id=job_id
+    )
+    return {"id": endpoint["id"], "secret": endpoint["secret"]}
+
 
 
 def _idempotent_replay(r: Any, store: JobStore, idem_key: str, body_sha: str, owner: str) -> dict[str, Any] | None:
