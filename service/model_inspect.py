@@ -1,54 +1,26 @@
-"""What a saved model has — layers, MLP projections, module names — read without torch.
+"""What a saved model has — layers, MLP projections, editable modules — read without torch.
 
 The gateway validates ``edit.layers`` / ``edit.projections`` / ``edit.modules`` at submission
 from ``config.json`` (``model_type``, ``num_hidden_layers`` / ``n_layer``) and the safetensors
-headers (8-byte little-endian header length, then a JSON header naming every tensor; sharded
-checkpoints through ``model.safetensors.index.json``). Checkpoints without safetensors fall
-back to the per-family naming table below.
-
-Projection roles by family:
-
-=========================================== ============ ================== ==================
-family (``model_type``)                      gate         up                 down
-=========================================== ============ ================== ==================
-llama, mistral, qwen2, olmo, olmo2, ...      ``gate_proj`` ``up_proj``       ``down_proj``
-gpt2                                         —            ``c_fc``           ``c_proj``
-gpt_neox                                     —            ``dense_h_to_4h``  ``dense_4h_to_h``
-=========================================== ============ ================== ==================
+headers (8-byte little-endian header length, then a JSON header naming every tensor with its
+shape; sharded checkpoints through ``model.safetensors.index.json`` and each shard's header).
+Which module plays which MLP role, and which weights are editable linear maps, comes from the
+one family table ``contract/families.py`` that the worker's target resolution uses as well.
+Checkpoints without safetensors fall back to that table's module names.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
-# role -> MLP module suffixes (within one decoder layer) that play it, across families.
-ROLE_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "gate": ("mlp.gate_proj",),
-    "up": ("mlp.up_proj", "mlp.c_fc", "mlp.dense_h_to_4h"),
-    "down": ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h"),
-}
+from contract.families import ROLES, Family, family_of, is_linear_weight, match_modules, mlp_slot
 
-# Fallback when the weight names cannot be read: module name templates per family.
-_FAMILY_TEMPLATES: dict[str, dict[str, str]] = {
-    **{
-        t: {
-            "gate": "model.layers.{i}.mlp.gate_proj",
-            "up": "model.layers.{i}.mlp.up_proj",
-            "down": "model.layers.{i}.mlp.down_proj",
-        }
-        for t in ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "gemma2")
-    },
-    "gpt2": {"up": "transformer.h.{i}.mlp.c_fc", "down": "transformer.h.{i}.mlp.c_proj"},
-    "gpt_neox": {"up": "gpt_neox.layers.{i}.mlp.dense_h_to_4h", "down": "gpt_neox.layers.{i}.mlp.dense_4h_to_h"},
-}
-
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)$")
 _MAX_HEADER = 100 * 2**20
+Shape = tuple[int, ...]
 
 
 class ModelInspectError(ValueError):
@@ -60,23 +32,25 @@ class ModelInfo:
     path: Path
     model_type: str
     num_layers: int
-    modules: list[str] = field(default_factory=list)  # weight-bearing module names (no ".weight")
+    modules: list[str] = field(default_factory=list)  # editable linear module names (no ".weight")
     roles: dict[int, dict[str, str]] = field(default_factory=dict)  # layer -> role -> module name
     names_from: str = "safetensors"
+    family: Family | None = None
 
     def roles_available(self) -> list[str]:
         found = {role for per_layer in self.roles.values() for role in per_layer}
-        return [r for r in ("gate", "up", "down") if r in found]
+        return [r for r in ROLES if r in found]
 
     def layers_with(self, role: str) -> list[int]:
         return sorted(i for i, per_layer in self.roles.items() if role in per_layer)
 
     def match_modules(self, pattern: str) -> list[str]:
-        return [m for m in self.modules if m == pattern or fnmatchcase(m, pattern)]
+        """Editable (linear) modules equal to ``pattern`` or matching it as a glob."""
+        return match_modules(self.modules, pattern)
 
 
-def read_safetensors_names(path: Path) -> list[str]:
-    """Tensor names in one ``.safetensors`` file, from its header only."""
+def read_safetensors_header(path: Path) -> dict[str, Shape]:
+    """Tensor names and shapes in one ``.safetensors`` file, from its header only."""
     with path.open("rb") as fh:
         head = fh.read(8)
         if len(head) != 8:
@@ -86,32 +60,45 @@ def read_safetensors_names(path: Path) -> list[str]:
             raise ModelInspectError(f"{path.name} has an implausible safetensors header length {n}")
         try:
             header = json.loads(fh.read(n))
-        except ValueError as exc:
+            return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ModelInspectError(f"{path.name} has an unreadable safetensors header: {exc}") from exc
-    return [k for k in header if k != "__metadata__"]
 
 
-def weight_names(model_dir: Path) -> tuple[list[str], str] | None:
-    """All tensor names of the checkpoint, and where they came from; None if unknowable."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = model_dir / index_name
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as exc:
-                raise ModelInspectError(f"{index_name} is not a valid checkpoint index: {exc}") from exc
-            return list(weight_map), index_name
+def weight_shapes(model_dir: Path) -> tuple[dict[str, Shape | None], str] | None:
+    """Every tensor name of the checkpoint with its shape (None: unknown), and where they came
+    from; None if the checkpoint has no readable names."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelInspectError(f"{index.name} is not a valid checkpoint index: {exc}") from exc
+        shapes: dict[str, Shape | None] = {}
+        for shard in shards:
+            shard_path = model_dir / str(shard)
+            if Path(str(shard)).name != str(shard) or not shard_path.is_file():
+                raise ModelInspectError(f"{index.name} names a shard {shard!r} that is not in the model directory")
+            shapes.update(read_safetensors_header(shard_path))
+        return {name: shapes.get(name) for name in weight_map}, index.name
+    bin_index = model_dir / "pytorch_model.bin.index.json"
+    if bin_index.is_file():
+        try:
+            return {name: None for name in json.loads(bin_index.read_text())["weight_map"]}, bin_index.name
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelInspectError(f"{bin_index.name} is not a valid checkpoint index: {exc}") from exc
     files = sorted(model_dir.glob("*.safetensors"))
     if files:
-        names: list[str] = []
+        found: dict[str, Shape | None] = {}
         for f in files:
-            names += read_safetensors_names(f)
-        return names, "safetensors"
+            found.update(read_safetensors_header(f))
+        return found, "safetensors"
     return None
 
 
 def inspect_model(model_dir: Path) -> ModelInfo:
-    """Read ``config.json`` and the weight names of the model in ``model_dir``."""
+    """Read ``config.json`` and the weight names and shapes of the model in ``model_dir``."""
     cfg_path = model_dir / "config.json"
     try:
         config = json.loads(cfg_path.read_text())
@@ -119,7 +106,10 @@ def inspect_model(model_dir: Path) -> ModelInfo:
         raise ModelInspectError("no config.json") from exc
     except ValueError as exc:
         raise ModelInspectError(f"config.json is not valid JSON: {exc}") from exc
-    text_cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    if not isinstance(config, dict):
+        raise ModelInspectError("config.json is not a JSON object")
+    raw_text_cfg = config.get("text_config")
+    text_cfg: dict[str, Any] = raw_text_cfg if isinstance(raw_text_cfg, dict) else {}
     model_type = str(config.get("model_type", "unknown"))
     num_layers = next(
         (
@@ -130,25 +120,32 @@ def inspect_model(model_dir: Path) -> ModelInfo:
         ),
         0,
     )
-    info = ModelInfo(path=model_dir, model_type=model_type, num_layers=num_layers)
-    found = weight_names(model_dir)
+    family = family_of(model_type)
+    info = ModelInfo(path=model_dir, model_type=model_type, num_layers=num_layers, family=family)
+    found = weight_shapes(model_dir)
     if found is not None:
-        names, info.names_from = found
-        info.modules = sorted({n[: -len(".weight")] for n in names if n.endswith(".weight")})
+        shapes, info.names_from = found
+        renamed = family.renamed if family else {}
+        modules = {
+            renamed.get(n[: -len(".weight")], n[: -len(".weight")])
+            for n, shape in shapes.items()
+            if n.endswith(".weight") and is_linear_weight(n[: -len(".weight")], shape)
+        }
+        # The output head is a linear module of every causal LM, even when tied to the embedding
+        # (then the checkpoint holds no tensor of its own for it).
+        modules.add(family.output if family else "lm_head")
+        info.modules = sorted(modules)
         for module in info.modules:
-            m = _LAYER_RE.search(module)
-            if not m:
-                continue
-            layer, inner = int(m.group(1)), m.group(2)
-            for role, suffixes in ROLE_SUFFIXES.items():
-                if inner in suffixes:
-                    info.roles.setdefault(layer, {})[role] = module
+            slot = mlp_slot(module)
+            if slot is not None:
+                info.roles.setdefault(slot.layer, {})[slot.role] = module
         if not num_layers and info.roles:
             info.num_layers = max(info.roles) + 1
     else:
         info.names_from = "config"
-        templates = _FAMILY_TEMPLATES.get(model_type, _FAMILY_TEMPLATES["llama"])
+        table = family or family_of("llama")
+        assert table is not None
         for i in range(num_layers):
-            info.roles[i] = {role: t.format(i=i) for role, t in templates.items()}
+            info.roles[i] = {role: table.module(i, role) for role in table.roles}
         info.modules = sorted(m for per_layer in info.roles.values() for m in per_layer.values())
     return info

@@ -15,11 +15,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
+    GPTJConfig,
     GPTNeoXConfig,
+    Lfm2Config,
     LlamaConfig,
     MistralConfig,
     Olmo2Config,
     OlmoConfig,
+    PhiConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
@@ -27,6 +30,9 @@ from transformers import (
 )
 
 FAMILIES = ("llama", "mistral", "qwen2", "olmo", "olmo2", "gpt2", "gpt_neox")
+# Further MLP naming schemes of the family table (contract/families.py): fc_in/fc_out (GPT-J),
+# fc1/fc2 (Phi), w1/w3/w2 under ``feed_forward`` (LFM2, whose tied head has no tensor of its own).
+MLP_VARIANT_FAMILIES = ("gptj", "phi", "lfm2")
 
 _DEFAULT_CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -86,7 +92,32 @@ def build_config(
             max_position_embeddings=512,
             **common,
         )
-    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if family == "gptj":
+        return GPTJConfig(
+            n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate, n_positions=512, rotary_dim=4, **common
+        )
+    if family == "phi":
+        return PhiConfig(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=512,
+            **common,
+        )
+    if family == "lfm2":
+        return Lfm2Config(
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=512,
+            full_attn_idxs=[1],
+            block_auto_adjust_ff_dim=False,
+            **common,
+        )
+    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES + MLP_VARIANT_FAMILIES}")
 
 
 def build_model(family: str, vocab_size: int = 300, seed: int = 0, **kw: int) -> PreTrainedModel:

@@ -3,7 +3,9 @@
 An ``EditTarget`` names one linear map (``nn.Linear`` or GPT-2's transposed ``Conv1D``) by its
 full module name, with its decoder layer index and MLP role when it has them. Targets are chosen
 by layer indices and roles (``gate``, ``up``, ``down``) or by explicit module names / fnmatch
-globs. Requests naming something the model lacks raise ``TargetError`` listing what it has.
+globs; which module plays which role comes from the family table ``contract/families.py``, the
+same one the gateway validates with. Requests naming something the model lacks raise
+``TargetError`` listing what it has.
 
 ``input_key`` groups targets that read the same input tensor: ``gate`` and ``up`` of one layer
 share it, so their K-FAC ``A`` factor is collected once.
@@ -12,7 +14,6 @@ share it, so their K-FAC ``A`` factor is collected once.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,16 +21,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-Kind = Literal["linear", "conv1d"]
+from contract.families import ROLES, mlp_slot
 
-# MLP child-module names per role, across the supported families.
-ROLE_NAMES: dict[str, tuple[str, ...]] = {
-    "gate": ("gate_proj", "w1"),
-    "up": ("up_proj", "c_fc", "dense_h_to_4h", "fc_in", "fc1", "w3"),
-    "down": ("down_proj", "c_proj", "dense_4h_to_h", "fc_out", "fc2", "w2"),
-}
-_NAME_TO_ROLE = {child: role for role, names in ROLE_NAMES.items() for child in names}
-_LAYER_MLP = re.compile(r"^(?P<stack>.+)\.(?P<idx>\d+)\.(?P<mlp>mlp|feed_forward|ffn)\.(?P<child>\w+)$")
+Kind = Literal["linear", "conv1d"]
 
 
 class TargetError(ValueError):
@@ -95,14 +89,10 @@ def _layer_mlp_modules(model: nn.Module) -> dict[tuple[int, str], tuple[str, nn.
     """(layer, role) -> (module name, module, mlp parent name) for every recognised MLP projection."""
     found: dict[tuple[int, str], tuple[str, nn.Module, str]] = {}
     for name, module in model.named_modules():
-        m = _LAYER_MLP.match(name)
-        if m is None or m.group("child") not in _NAME_TO_ROLE:
+        slot = mlp_slot(name)
+        if slot is None or not (isinstance(module, nn.Linear) or _is_conv1d(module)):
             continue
-        if not (isinstance(module, nn.Linear) or _is_conv1d(module)):
-            continue
-        role = _NAME_TO_ROLE[m.group("child")]
-        parent = name.rsplit(".", 1)[0]
-        found[(int(m.group("idx")), role)] = (name, module, parent)
+        found[(slot.layer, slot.role)] = (name, module, slot.parent)
     return found
 
 
@@ -148,7 +138,7 @@ def resolve_targets(
     roles = list(projections)
     if not roles:
         raise TargetError("projections must name at least one of gate, up, down")
-    available_roles = sorted({role for _, role in found}, key=list(ROLE_NAMES).index)
+    available_roles = sorted({role for _, role in found}, key=ROLES.index)
     unknown = [r for r in roles if r not in available_roles]
     if unknown:
         raise TargetError(
@@ -167,7 +157,7 @@ def resolve_targets(
     targets: list[EditTarget] = []
     seen: set[str] = set()
     for layer in sorted(set(idx)):
-        for role in ROLE_NAMES:  # model order within a layer: gate, up, down
+        for role in ROLES:  # model order within a layer: gate, up, down
             if role not in roles:
                 continue
             if (layer, role) not in found:

@@ -1,0 +1,133 @@
+"""The model-family table: which module of a causal LM plays which MLP role, in one place.
+
+Used by both sides so they cannot disagree: the gateway (``service/model_inspect.py``) answers
+from ``config.json`` and the safetensors header (tensor names and shapes, no torch); the worker
+(``workers/curvature/targets.py``) answers from the loaded model. ``tests/test_families_contract.py``
+checks, per family and per module pattern, that both answers are the same.
+
+A decoder layer's MLP is ``<stack>.<i>.<mlp>.<child>`` with ``<mlp>`` one of ``MLP_CONTAINERS``
+and ``<child>`` one of a role's projection names:
+
+====================== ================================ ========= ============== ===============
+family                 ``model_type``                   gate      up             down
+====================== ================================ ========= ============== ===============
+Llama-style (SwiGLU)   llama, mistral, qwen2, qwen3,    gate_proj up_proj        down_proj
+                       olmo, olmo2, gemma, gemma2
+GPT-2 (Conv1D)         gpt2                             —         c_fc           c_proj
+GPT-NeoX               gpt_neox                         —         dense_h_to_4h  dense_4h_to_h
+GPT-J                  gptj                             —         fc_in          fc_out
+Phi                    phi                              —         fc1            fc2
+LFM2 (w1/w3/w2)        lfm2                             w1        w3             w2
+====================== ================================ ========= ============== ===============
+
+An *editable* module is a linear map: an ``nn.Linear`` or GPT-2's ``Conv1D`` (weight stored
+``(in, out)``). Seen from a checkpoint that is a two-dimensional ``<module>.weight`` that is not
+an embedding table (``EMBEDDING_CHILDREN``); 1-D norms and the 3-D convolutions of hybrid models
+are not editable. A tied output head (``tie_word_embeddings``) has no tensor of its own in the
+checkpoint but is a linear module of the loaded model, so the gateway adds it; a module that
+transformers renames on load (GPT-NeoX's ``embed_out`` → ``lm_head``) is known by its loaded name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+ROLES: tuple[str, ...] = ("gate", "up", "down")
+MLP_CONTAINERS: tuple[str, ...] = ("mlp", "feed_forward", "ffn")
+# Module names (last component) of embedding tables: two-dimensional weights that are not linear maps.
+EMBEDDING_CHILDREN: frozenset[str] = frozenset(
+    {"embed_tokens", "wte", "wpe", "embed_in", "embed_positions", "word_embeddings", "position_embeddings"}
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One naming scheme: where the decoder layers are and what their MLP projections are called."""
+
+    name: str
+    model_types: tuple[str, ...]
+    stack: str  # module path of the decoder-layer list, e.g. "model.layers"
+    mlp: str  # the MLP container inside a layer
+    roles: dict[str, str] = field(hash=False)  # role -> projection child name
+    conv1d: bool = False  # weights stored (in, out) (GPT-2's Conv1D)
+    output: str = "lm_head"  # the output projection (a linear module, possibly tied)
+    # checkpoint module name -> the loaded model's name for it (transformers renames on load)
+    renamed: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def module(self, layer: int, role: str) -> str:
+        return f"{self.stack}.{layer}.{self.mlp}.{self.roles[role]}"
+
+
+_SWIGLU = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "llama-style",
+        ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "gemma", "gemma2"),
+        "model.layers",
+        "mlp",
+        _SWIGLU,
+    ),
+    Family("gpt2", ("gpt2",), "transformer.h", "mlp", {"up": "c_fc", "down": "c_proj"}, conv1d=True),
+    Family(
+        "gpt_neox",
+        ("gpt_neox",),
+        "gpt_neox.layers",
+        "mlp",
+        {"up": "dense_h_to_4h", "down": "dense_4h_to_h"},
+        renamed={"embed_out": "lm_head"},  # older checkpoints (Pythia) name the head embed_out
+    ),
+    Family("gptj", ("gptj",), "transformer.h", "mlp", {"up": "fc_in", "down": "fc_out"}),
+    Family("phi", ("phi",), "model.layers", "mlp", {"up": "fc1", "down": "fc2"}),
+    Family("lfm2", ("lfm2",), "model.layers", "feed_forward", {"gate": "w1", "up": "w3", "down": "w2"}),
+)
+
+# role -> every projection child name that plays it, across the families (order: table order).
+ROLE_CHILDREN: dict[str, tuple[str, ...]] = {
+    role: tuple(dict.fromkeys(f.roles[role] for f in FAMILIES if role in f.roles)) for role in ROLES
+}
+_CHILD_ROLE = {child: role for role, children in ROLE_CHILDREN.items() for child in children}
+_LAYER_MLP = re.compile(
+    r"^(?P<stack>.+)\.(?P<idx>\d+)\.(?P<mlp>" + "|".join(MLP_CONTAINERS) + r")\.(?P<child>\w+)$"
+)
+
+
+@dataclass(frozen=True)
+class MlpSlot:
+    """Where a module sits: decoder layer, MLP role, and the MLP container's name."""
+
+    layer: int
+    role: str
+    parent: str
+
+
+def family_of(model_type: str) -> Family | None:
+    """The table row for a ``config.json`` ``model_type`` (None: not in the table)."""
+    return next((f for f in FAMILIES if model_type in f.model_types), None)
+
+
+def mlp_slot(module_name: str) -> MlpSlot | None:
+    """Layer and role of a decoder-layer MLP projection named ``module_name``, else None."""
+    m = _LAYER_MLP.match(module_name)
+    if m is None or m.group("child") not in _CHILD_ROLE:
+        return None
+    return MlpSlot(int(m.group("idx")), _CHILD_ROLE[m.group("child")], module_name.rsplit(".", 1)[0])
+
+
+def is_linear_weight(module_name: str, shape: tuple[int, ...] | None) -> bool:
+    """Whether ``<module_name>.weight`` of this ``shape`` (None: unknown) is a linear map's weight."""
+    if module_name.rsplit(".", 1)[-1] in EMBEDDING_CHILDREN:
+        return False
+    if shape is None:  # no shapes (a .bin index): norms are the 1-D weights we can recognise by name
+        return not re.search(r"(norm|ln_\w+|ln)$", module_name)
+    return len(shape) == 2
+
+
+def role_order(role: str) -> int:
+    return ROLES.index(role)
+
+
+def match_modules(names: list[str], pattern: str) -> list[str]:
+    """The names equal to ``pattern`` or matching it as an fnmatch glob (case-sensitive)."""
+    return [n for n in names if n == pattern or fnmatchcase(n, pattern)]
