@@ -10,10 +10,11 @@ import pytest
 
 from contract.settings import Settings
 from contract.spec import EditJobSpec, TextSource
+from contract.stages import STAGES
 from tests.tiny_models import save_tiny
 from workers.cache import open_factor_cache
 from workers.pipeline.errors import PipelineError
-from workers.pipeline.reporting import STAGES, JobCancelled, NullReporter
+from workers.pipeline.reporting import JobCancelled, NullReporter
 from workers.pipeline.run import run_pipeline
 from workers.pipeline.sources import resolve_pairs, resolve_texts
 

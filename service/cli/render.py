@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-STAGES = ("load_model", "collect_factors", "eigendecompose", "edit", "evaluate", "export")
+from contract.stages import STAGES
 
 # metric key (flattened, lower case) -> (label, lower is better); table rows follow this order.
 METRIC_LABELS: dict[str, tuple[str, bool]] = {

@@ -6,23 +6,7 @@ else becomes ``internal``.
 
 from __future__ import annotations
 
-from typing import Literal
-
-ErrorCode = Literal[
-    "model_not_found",
-    "model_load_failed",
-    "remote_code_not_allowed",
-    "invalid_path",
-    "invalid_target",
-    "dataset_not_found",
-    "invalid_dataset",
-    "output_exists",
-    "out_of_memory",
-    "worker_lost",
-    "timeout",
-    "invalid_spec",
-    "internal",
-]
+from contract.errors import ErrorCode
 
 
 class PipelineError(Exception):

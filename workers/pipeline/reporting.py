@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-Stage = Literal["load_model", "collect_factors", "eigendecompose", "edit", "evaluate", "export"]
-STAGES: tuple[Stage, ...] = ("load_model", "collect_factors", "eigendecompose", "edit", "evaluate", "export")
+from contract.stages import Stage
+
 Level = Literal["debug", "info", "warning", "error"]
 
 
