@@ -1,6 +1,7 @@
 """Every Redis key name curvedit uses, in one place.
 
-Job records and their events never expire; idempotency keys do (``Settings.idempotency_ttl_s``).
+Job records and their events never expire; idempotency keys do (``Settings.idempotency_ttl_s``),
+and so do open-stream lease sets (two lease periods after their last use).
 The factor cache (``workers/cache``) owns the ``curvedit:factors:*`` keys; the gateway only reads
 its index and deletes entries through the same layout.
 """
@@ -23,6 +24,12 @@ def job_events(job_id: str) -> str:
 def job_updates(job_id: str) -> str:
     """Pub/sub channel: a message (the new status) after every change to the job."""
     return f"{PREFIX}:job:{job_id}:updates"
+
+
+def job_preempt(job_id: str) -> str:
+    """String (TTL 1 h): set by a worker that is shutting down while it runs the job; the job's
+    pipeline stops after its current batch and the job is requeued."""
+    return f"{PREFIX}:job:{job_id}:preempt"
 
 
 def jobs_all() -> str:
@@ -51,6 +58,12 @@ def idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}:idem:{owner}:{key_digest}"
 
 
+def open_streams(owner: str) -> str:
+    """Sorted set (with TTL, refreshed while streams run): one owner's open event-stream leases,
+    member = lease token, score = lease expiry in ms (``service.stream_slots``)."""
+    return f"{PREFIX}:streams:owner:{owner}"
+
+
 def dataset(dataset_id: str) -> str:
     """String: JSON metadata of one uploaded dataset."""
     return f"{PREFIX}:dataset:{dataset_id}"
@@ -66,6 +79,28 @@ FACTORS_INDEX = f"{PREFIX}:factors:index"
 
 def factor_chunks_pattern(key: str) -> str:
     return f"{PREFIX}:factors:chunk:{key}:*"
+
+
+def factor_chunk(key: str, i: int) -> str:
+    """String: chunk ``i`` of one factor-cache entry's safetensors bytes."""
+    return f"{PREFIX}:factors:chunk:{key}:{i}"
+
+
+def factor_chunk_prefix(key: str) -> str:
+    """``factor_chunk(key, i)`` is this plus ``i`` (for Lua scripts that delete an entry)."""
+    return f"{PREFIX}:factors:chunk:{key}:"
+
+
+def factor_owners(key: str) -> str:
+    """Set: the owners that wrote or read one factor-cache entry; only they see it in
+    ``GET /v1/factors``, and it is deleted when the last of them lets it go."""
+    return f"{PREFIX}:factors:owners:{key}"
+
+
+def output_reservation(owner_dir: str, path_digest: str) -> str:
+    """String: the job id holding ``output.path`` (sha256 ``path_digest``) under one owner's
+    output directory, from submit until that job is no longer queued or running."""
+    return f"{PREFIX}:output:{owner_dir}:{path_digest}"
 
 
 # --- webhooks (service.webhooks) -------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The FastAPI gateway: ``create_app(settings)`` builds the app; the lifespan opens the Redis
-connection pool. Run with ``uvicorn service.main:app`` (settings from ``CURVEDIT_*``).
+connection pools (a sync one for the threadpool routes and the job store's transactions, an
+async one for the read paths and event streams) and the process's job-update subscription.
+Run with ``uvicorn service.main:app`` (settings from ``CURVEDIT_*``).
 
 The gateway validates, authenticates, stores job records and streams progress; it never
 imports torch (tests assert it).
@@ -12,14 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from contract.settings import Settings, get_settings
 from service.api.routes import datasets, factors, health, jobs, webhooks
 from service.errors import install_error_handlers
+from service.event_stream import UpdateHub
 from service.metrics import build_registry
-from service.middleware import BodyLimitMiddleware, RequestCounterMiddleware
+from service.middleware import BodyLimitMiddleware, JsonTextMiddleware, RequestCounterMiddleware
+from service.request_id import RequestIdMiddleware
 
 log = logging.getLogger("curvedit.gateway")
 
@@ -36,6 +41,16 @@ def open_redis(settings: Settings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+def open_async_redis(settings: Settings) -> aioredis.Redis:
+    """The async client (same URL, bytes responses). Open event streams do not hold a connection
+    between reads, so the pool is sized for concurrent reads, not for streams."""
+    url = settings.redis_url or DEFAULT_REDIS_URL
+    pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30, max_connections=128, timeout=10
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not settings.key_table():
@@ -46,22 +61,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = open_redis(settings)
+        app.state.aredis = open_async_redis(settings)
+        app.state.updates = UpdateHub(app.state.aredis)
+        app.state.updates.start()
         try:
             yield
         finally:
+            await app.state.updates.close()
+            await app.state.aredis.aclose()
+            await app.state.aredis.connection_pool.disconnect()
             app.state.redis.close()
             app.state.redis.connection_pool.disconnect()
-            app.state.redis = None
+            app.state.redis = app.state.aredis = app.state.updates = None
 
     app = FastAPI(
         title="curvedit",
         version="0.1.0",
         description="Removes memorized data from transformer language models by editing their weights "
-        "along the loss-curvature (K-FAC) spectrum. Errors: {error: {code, message, field}}.",
+        "along the loss-curvature (K-FAC) spectrum. Errors: {error: {code, message, field}}; an unexpected "
+        "error is a 500 with code 'internal' and the request id (also in every response's X-Request-ID).",
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.redis = None
+    app.state.redis = app.state.aredis = app.state.updates = None
     registry, request_counter = build_registry(lambda: app.state.redis, settings)
     app.state.metrics_registry = registry
     install_error_handlers(app)
@@ -77,8 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=prefix)
         templates.update({id(route): prefix + route.path for route in router.routes if isinstance(route, APIRoute)})
 
+    # outermost last: request id + catch-all 500, request counter, body limit, JSON text check
+    app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestCounterMiddleware, counter=request_counter, templates=templates)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

@@ -1,5 +1,6 @@
-"""ASGI middleware: request body size limits (413 before the body is parsed) and the request
-counter for ``/metrics``."""
+"""ASGI middleware: request body size limits (413 before the body is parsed), the check that a
+JSON body holds only encodable text (422 naming the field), and the request counter for
+``/metrics``. The request id and the catch-all 500 are ``service.request_id``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contract.settings import Settings
 from service.errors import error_body
+from service.json_text import find_surrogate
 
 _MULTIPART_SLACK = 64 << 10
 
@@ -93,6 +95,84 @@ async def _send_413(send: Send, limit: int, name: str) -> None:
         {
             "type": "http.response.start",
             "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class JsonTextMiddleware:
+    """422 ``invalid_text`` for a JSON body holding a lone UTF-16 surrogate (``"\\ud800"``), in a
+    key or a value anywhere: such text cannot be encoded, so a record storing it could never be
+    sent back. ``field`` is the dotted JSON path (``calibration.texts[0]``). Runs inside
+    ``BodyLimitMiddleware`` (the body is buffered only up to its limit), before any route sees
+    the body; a body that is not JSON at all is left to the route's own parsing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if not (content_type == b"application/json" or content_type.endswith(b"+json")):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        field = _surrogate_field(body)
+        if field is not None:
+            shown = field or "the request body"
+            await _send_json(
+                send,
+                422,
+                error_body(
+                    "invalid_text",
+                    f"{shown}: holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), "
+                    "which is not valid Unicode text; send UTF-8 text",
+                    field or None,
+                ),
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _surrogate_field(body: bytes) -> str | None:
+    if b"\\u" not in body and b"\x00" not in body and b"\xed" not in body:
+        # a surrogate needs a \\uXXXX escape, the raw bytes ED A0..BF xx (json.loads decodes bytes
+        # with "surrogatepass") or a UTF-16/32 body (which has NULs): none here
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route's parser answers with its own 422
+    return find_surrogate(value)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ApiError
+from service.json_text import find_surrogate
 
 FORMAT = {"text": "txt", "jsonl": "jsonl"}
 
@@ -112,6 +113,15 @@ def validate(received: Received, kind: str) -> None:
                 raise ApiError(422, "invalid_dataset", f"line {n}: not valid JSON ({exc})", field="file") from exc
             if not isinstance(obj, dict):
                 raise ApiError(422, "invalid_dataset", f"line {n}: expected a JSON object", field="file")
+            bad = find_surrogate(obj)
+            if bad is not None:
+                raise ApiError(
+                    422,
+                    "invalid_text",
+                    f"line {n}: {bad or 'the record'} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                    "without its pair), which is not valid Unicode text",
+                    field="file",
+                )
             has_text = isinstance(obj.get("text"), str)
             has_pair = "prefix" in obj and "suffix" in obj
             if not (has_text or has_pair):

@@ -28,7 +28,7 @@ def _under(root: Path, rel: str, field: str) -> Path:
     try:
         return resolve_under(root, rel, field)
     except PathOutsideRoot as exc:
-        raise _invalid(exc.field, exc.message, "path_outside_root") from exc
+        raise _invalid(exc.field, exc.message, exc.code) from exc
 
 
 def resolve_model_dir(spec: EditJobSpec, settings: Settings) -> tuple[Path, str]:

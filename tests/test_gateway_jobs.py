@@ -237,7 +237,7 @@ def test_auth_disabled_is_anonymous(tmp_path: Path, redis_url: str, model_dirs: 
     settings = make_settings(tmp_path, redis_url, api_keys="")
     with TestClient(create_app(settings)) as client:
         r = client.get("/v1/edit-jobs")
-        assert r.status_code == 200 and r.json() == {"data": [], "next_cursor": None}
+        assert r.status_code == 200 and r.json() == {"data": [], "next_cursor": None, "unreadable": []}
 
 
 def test_idempotency(env) -> None:  # type: ignore[no-untyped-def]
@@ -385,14 +385,28 @@ def test_dataset_kind_must_fit_its_use(env) -> None:  # type: ignore[no-untyped-
     assert client.post("/v1/edit-jobs", json=body, headers=auth()).status_code == 202
 
 
-def test_sse_keepalive_while_quiet(redis_client: redis.Redis) -> None:
-    from service.api.routes.jobs import _sse
+def test_sse_keepalive_while_quiet(redis_url: str) -> None:
+    import asyncio
 
-    store = JobStore(redis_client)
+    import redis.asyncio as aioredis
+
+    from service.event_stream import UpdateHub, job_events
+    from service.job_reader import JobReader
+
+    store = JobStore(redis.Redis.from_url(redis_url))
     job = store.create("alice", {})
     store.mark_running(job["id"], "w")
     seq = store.get(job["id"])["last_event_seq"]  # type: ignore[index]
-    gen = _sse(store, job["id"], seq, block_ms=20, keepalive_s=0.0)
-    first = [next(gen) for _ in range(4)]
-    assert first[0].startswith("retry:") and "event: job" in first[2] and first[3] == ": keepalive\n\n"
-    gen.close()
+
+    async def first_messages() -> list[str]:
+        ar = aioredis.Redis.from_url(redis_url)
+        gen = job_events(JobReader(ar), UpdateHub(ar), job["id"], seq, poll_s=0.02, keepalive_s=0.05)
+        try:
+            return [await anext(gen) for _ in range(4)]
+        finally:
+            await gen.aclose()
+            await ar.aclose()
+
+    first = asyncio.run(first_messages())
+    assert first[0].startswith("retry:") and "event: job" in first[1]
+    assert first[2] == first[3] == ": keepalive\n\n"  # nothing happens, so only keepalives follow

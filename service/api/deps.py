@@ -1,5 +1,5 @@
-"""Request dependencies as ``Annotated`` aliases: settings, the Redis client, the stores and the
-authenticated owner.
+"""Request dependencies as ``Annotated`` aliases: settings, the Redis clients (sync and async),
+the stores, the async job reader and update hub, the request id and the authenticated owner.
 
 Auth: ``Authorization: Bearer <key>`` checked against ``Settings.api_keys`` (``name:key,...``);
 the owner is the key's name, and every job and dataset is scoped to it. With no keys
@@ -12,12 +12,15 @@ import hmac
 from typing import Annotated
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contract.settings import Settings
 from contract.store.jobs import JobStore
 from service.errors import ApiError
+from service.event_stream import UpdateHub
+from service.job_reader import JobReader
 from service.store.datasets import DatasetStore
 
 ANONYMOUS = "anonymous"
@@ -25,23 +28,43 @@ ANONYMOUS = "anonymous"
 _bearer = HTTPBearer(auto_error=False, description="API key from CURVEDIT_API_KEYS")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_redis(request: Request) -> redis.Redis:
+async def get_redis(request: Request) -> redis.Redis:
     return request.app.state.redis
+
+
+async def get_async_redis(request: Request) -> aioredis.Redis:
+    return request.app.state.aredis
+
+
+async def get_job_reader(request: Request) -> JobReader:
+    return JobReader(request.app.state.aredis)
+
+
+async def get_updates(request: Request) -> UpdateHub:
+    return request.app.state.updates
+
+
+async def get_request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+AsyncRedisDep = Annotated[aioredis.Redis, Depends(get_async_redis)]
+JobReaderDep = Annotated[JobReader, Depends(get_job_reader)]
+UpdatesDep = Annotated[UpdateHub, Depends(get_updates)]
+RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 
 
-def get_job_store(r: RedisDep) -> JobStore:
+async def get_job_store(r: RedisDep) -> JobStore:
     return JobStore(r)
 
 
-def get_dataset_store(r: RedisDep) -> DatasetStore:
+async def get_dataset_store(r: RedisDep) -> DatasetStore:
     return DatasetStore(r)
 
 
@@ -78,4 +101,13 @@ def get_owner(
     return owner
 
 
-OwnerDep = Annotated[str, Depends(get_owner)]
+async def _owner(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    return get_owner(settings, credentials)
+
+
+# Every dependency here is ``async def``: FastAPI runs plain ``def`` dependencies in the worker
+# thread pool, and the async routes (reads, event streams) must not touch it.
+OwnerDep = Annotated[str, Depends(_owner)]

@@ -14,6 +14,9 @@ class ErrorDetail(BaseModel):
     details: list[dict[str, Any]] | None = Field(
         default=None, description="For request validation errors: FastAPI's [{loc, msg, type}] list."
     )
+    request_id: str | None = Field(
+        default=None, description="On 500 'internal' errors: the id under which the gateway logged the failure."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -24,5 +27,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
     404: {"model": ErrorResponse, "description": "Not found (or owned by another key)"},
     422: {"model": ErrorResponse, "description": "Invalid input; error.field names the field"},
+    500: {"model": ErrorResponse, "description": "Unexpected error (code 'internal', with request_id)"},
     503: {"model": ErrorResponse, "description": "Redis unreachable"},
 }

@@ -68,10 +68,14 @@ class EditJob(BaseModel):
     )
 
 
-
 class EditJobList(BaseModel):
     data: list[EditJob]
     next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null at the end.")
+    unreadable: list[str] = Field(
+        default_factory=list,
+        description="Ids of jobs on this page whose stored record cannot be read (GET on one answers 409 "
+        "corrupt_record); they are left out of data.",
+    )
 
 
 class JobEvent(BaseModel):

@@ -3,24 +3,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+import redis
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from contract import keys
-from contract.store.jobs import TERMINAL_STATUSES, JobStore, new_job_id
+from contract.store.jobs import JobStore, new_job_id
 from contract.store.queue import cancel_job, enqueue_job
-from service.api.deps import DatasetStoreDep, JobStoreDep, OwnerDep, RedisDep, SettingsDep
+from service.api.deps import (
+    AsyncRedisDep,
+    DatasetStoreDep,
+    JobReaderDep,
+    JobStoreDep,
+    OwnerDep,
+    RedisDep,
+    RequestIdDep,
+    SettingsDep,
+    UpdatesDep,
+)
 from service.api.routes.webhooks import check_target_url
 from service.errors import ApiError
-from service.schemas.common import ERROR_RESPONSES
+from service.event_stream import job_events
+from service.job_reader import CorruptRecord, JobReader
+from service.schemas.common import ERROR_RESPONSES, ErrorResponse
 from service.schemas.jobs import EditJob, EditJobCreate, EditJobList, JobEvent, JobStatus
+from service.stream_slots import StreamSlots
 from service.validation import validate_submission
 from service.webhooks.records import WebhookStore
 from service.webhooks.signing import new_secret
@@ -28,12 +45,30 @@ from service.webhooks.signing import new_secret
 router = APIRouter(prefix="/edit-jobs", tags=["edit-jobs"], responses=ERROR_RESPONSES)
 
 CURSOR_PATTERN = r"^job_[A-Za-z0-9_-]{1,80}$"
+MAX_SEQ = 2**53 - 1  # the largest event seq accepted in ?after= / Last-Event-ID (exact in JSON numbers)
+JobIdPath = Annotated[str, Path(max_length=128, description="The job id returned at submission")]
+CORRUPT_RESPONSE: dict[str, Any] = {
+    "model": ErrorResponse,
+    "description": "The job's stored record cannot be read (code corrupt_record)",
+}
 _IDEMPOTENCY_WAIT_S = 5.0
 _JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
-def _owned(store: JobStore, job_id: str, owner: str) -> dict[str, Any]:
-    rec = store.get(job_id) if _JOB_ID.fullmatch(job_id) else None
+async def _owned(reader: JobReader, job_id: str, owner: str) -> dict[str, Any]:
+    """The owner's job, 404 when it is missing or another owner's, 409 ``corrupt_record`` when
+    its stored record cannot be read."""
+    try:
+        rec = await reader.get(job_id) if _JOB_ID.fullmatch(job_id) else None
+    except CorruptRecord as exc:
+        if exc.owner != owner:
+            raise ApiError(404, "not_found", f"no edit job {job_id!r}") from None
+        raise ApiError(
+            409,
+            "corrupt_record",
+            f"the stored record of job {job_id} cannot be read ({exc.reason}); it is listed under "
+            "'unreadable' in GET /v1/edit-jobs and needs an operator to repair or delete it",
+        ) from None
     if rec is None or rec["owner"] != owner:
         raise ApiError(404, "not_found", f"no edit job {job_id!r}")
     return rec
@@ -135,21 +170,31 @@ def _idempotent_replay(r: Any, store: JobStore, idem_key: str, body_sha: str, ow
         time.sleep(0.05)
 
 
-@router.get("", response_model=EditJobList, summary="List your edit jobs, newest first")
-def list_edit_jobs(
+@router.get(
+    "",
+    response_model=EditJobList,
+    summary="List your edit jobs, newest first",
+    responses={200: {"description": "A page of jobs; ids of stored records that cannot be read are in 'unreadable'"}},
+)
+async def list_edit_jobs(
     owner: OwnerDep,
-    store: JobStoreDep,
+    reader: JobReaderDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    items, next_cursor = store.list(owner, status=status_, cursor=cursor, limit=limit)
-    return {"data": items, "next_cursor": next_cursor}
+    items, unreadable, next_cursor = await reader.list(owner, status=status_, cursor=cursor, limit=limit)
+    return {"data": items, "next_cursor": next_cursor, "unreadable": unreadable}
 
 
-@router.get("/{job_id}", response_model=EditJob, summary="Status, progress, metrics and artifacts of a job")
-def get_edit_job(job_id: str, owner: OwnerDep, store: JobStoreDep) -> dict[str, Any]:
-    return _owned(store, job_id, owner)
+@router.get(
+    "/{job_id}",
+    response_model=EditJob,
+    summary="Status, progress, metrics and artifacts of a job",
+    responses={409: CORRUPT_RESPONSE},
+)
+async def get_edit_job(job_id: JobIdPath, owner: OwnerDep, reader: JobReaderDep) -> dict[str, Any]:
+    return await _owned(reader, job_id, owner)
 
 
 @router.post(
@@ -157,85 +202,95 @@ def get_edit_job(job_id: str, owner: OwnerDep, store: JobStoreDep) -> dict[str, 
     response_model=EditJob,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Cancel a job",
+    responses={409: CORRUPT_RESPONSE},
 )
-def cancel_edit_job(
-    job_id: str, owner: OwnerDep, store: JobStoreDep, r: RedisDep, settings: SettingsDep
+async def cancel_edit_job(
+    job_id: JobIdPath, owner: OwnerDep, reader: JobReaderDep, store: JobStoreDep, r: RedisDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """A queued job is cancelled at once; a running one stops at its next batch boundary
     (``cancel_requested`` is true until then). Cancelling a finished job changes nothing."""
-    _owned(store, job_id, owner)
-    cancel_job(store, r, settings, job_id)
-    return _owned(store, job_id, owner)
+    await _owned(reader, job_id, owner)
+    await run_in_threadpool(cancel_job, store, r, settings, job_id)
+    return await _owned(reader, job_id, owner)
 
 
-@router.get("/{job_id}/events", response_model=list[JobEvent], summary="The job's event log")
-def list_events(
-    job_id: str,
+@router.get(
+    "/{job_id}/events",
+    response_model=list[JobEvent],
+    summary="The job's event log",
+    responses={409: CORRUPT_RESPONSE},
+)
+async def list_events(
+    job_id: JobIdPath,
     owner: OwnerDep,
-    store: JobStoreDep,
-    after: Annotated[int, Query(ge=0, description="Only events with seq > after")] = 0,
+    reader: JobReaderDep,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only events with seq > after")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
-    _owned(store, job_id, owner)
-    return store.events(job_id, after_seq=after, limit=limit)
+    await _owned(reader, job_id, owner)
+    return await reader.events(job_id, after_seq=after, limit=limit)
 
 
 @router.get(
     "/{job_id}/events/stream",
     summary="Follow the job as Server-Sent Events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "SSE stream"},
+        409: CORRUPT_RESPONSE,
+        429: {"model": ErrorResponse, "description": "This API key already holds CURVEDIT_MAX_STREAMS_PER_KEY streams"},
+    },
 )
-def stream_events(
-    job_id: str,
+async def stream_events(
+    job_id: JobIdPath,
     owner: OwnerDep,
-    store: JobStoreDep,
-    after: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    reader: JobReaderDep,
+    updates: UpdatesDep,
+    ar: AsyncRedisDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only events with seq > after")] = 0,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=MAX_SEQ, description="The id of the last event received; resumes after it")
+    ] = None,
 ) -> StreamingResponse:
     """``event: log`` (id = seq) for each event, ``event: job`` (the job record) whenever status,
-    stage or progress changes, and a final ``event: end`` with the job once it is terminal.
-    Reconnect with ``Last-Event-ID`` (or ``?after=``) to resume."""
-    _owned(store, job_id, owner)
+    stage or progress changes, and a final ``event: end`` with the job once it is terminal; an
+    ``event: error`` (standard error body) ends a stream that cannot go on. Reconnect with
+    ``Last-Event-ID`` (or ``?after=``) to resume. An open stream holds no server thread; one API
+    key may hold ``CURVEDIT_MAX_STREAMS_PER_KEY`` at once (429 ``too_many_streams`` beyond)."""
+    await _owned(reader, job_id, owner)
     start = last_event_id if last_event_id is not None else after
+    slots = StreamSlots(ar, settings.max_streams_per_key)
+    token = await slots.acquire(owner)
+    if token is None:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"this API key already has {settings.max_streams_per_key} event streams open "
+            "(CURVEDIT_MAX_STREAMS_PER_KEY); close one, or poll GET /v1/edit-jobs/{id}/events?after=",
+            headers={"Retry-After": "5"},
+        )
+    release = BackgroundTask(_release, slots, owner, token)
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for chunk in job_events(
+                reader, updates, job_id, start, renew=lambda: slots.renew(owner, token), request_id=request_id
+            ):
+                yield chunk
+        finally:
+            await _release(slots, owner, token)
+
     return StreamingResponse(
-        _sse(store, job_id, start),
+        body(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=release,
     )
 
 
-def _sse_message(event: str, data: Any, event_id: int | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-def _sse(store: JobStore, job_id: str, after: int, block_ms: int = 1000, keepalive_s: float = 15.0) -> Iterator[str]:
-    yield "retry: 2000\n\n"
-    last = after
-    seen: tuple[Any, ...] | None = None
-    quiet_since = time.monotonic()
-    while True:
-        if time.monotonic() - quiet_since > keepalive_s:  # a comment line keeps proxies from timing out
-            quiet_since = time.monotonic()
-            yield ": keepalive\n\n"
-        rec = store.get(job_id)
-        if rec is None:
-            yield _sse_message("end", {"id": job_id, "status": None})
-            return
-        for ev in store.events(job_id, after_seq=last):
-            last = ev["seq"]
-            quiet_since = time.monotonic()
-            yield _sse_message("log", ev, ev["seq"])
-        snapshot = (rec["status"], rec["stage"], json.dumps(rec["progress"], sort_keys=True))
-        if snapshot != seen:
-            seen = snapshot
-            quiet_since = time.monotonic()
-            yield _sse_message("job", rec)
-        # events are appended in the same transaction as the status change, so once the record is
-        # terminal and every event up to last_event_seq was sent, nothing more can follow.
-        if rec["status"] in TERMINAL_STATUSES and last >= rec["last_event_seq"]:
-            yield _sse_message("end", rec)
-            return
-        if rec["status"] not in TERMINAL_STATUSES:
-            store.wait_events(job_id, last, block_ms=block_ms)
+async def _release(slots: StreamSlots, owner: str, token: str) -> None:
+    """Give the stream's lease back (twice is harmless: the response's end and the generator's)."""
+    with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+        await slots.release(owner, token)

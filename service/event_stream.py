@@ -1,0 +1,173 @@
+"""Server-Sent Events for one job, as an async generator: an open stream holds no thread.
+
+``UpdateHub`` is one pub/sub connection per gateway process, pattern-subscribed to every job's
+updates channel (``contract.keys.job_updates``); each open stream registers an ``asyncio.Event``
+for its job and the hub sets it when the job changes. The stream then reads what is new — the
+record and the events after the last one sent (``XRANGE`` on the job's events stream) — over the
+shared async connection pool. The wait also ends after ``poll_s`` without a message, so a stream
+keeps up even while the pub/sub connection is being re-established after a Redis restart.
+
+Messages: ``retry``, ``event: log`` (id = seq) per event, ``event: job`` (the record) whenever
+status, stage or progress changes, ``: keepalive`` comments while quiet, and a final
+``event: end`` with the record once the job is terminal and every event was sent (events land in
+the same transaction as the status change). An error ends the stream with ``event: error``
+carrying the standard error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from contract import keys
+from contract.store.jobs import TERMINAL_STATUSES
+from service.job_reader import CorruptRecord, JobReader
+
+log = logging.getLogger(__name__)
+
+_PATTERN = keys.job_updates("*")
+_PREFIX, _SUFFIX = _PATTERN.split("*")
+EVENTS_PER_READ = 500
+
+
+class UpdateHub:
+    """Wakes the streams following a job whenever its updates channel gets a message."""
+
+    def __init__(self, r: aioredis.Redis, *, retry_s: float = 1.0) -> None:
+        self.r = r
+        self.retry_s = retry_s
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="curvedit-update-hub")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set on every update of ``job_id`` while the block runs (the caller clears it)."""
+        event = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            group = self._watchers.get(job_id)
+            if group is not None:
+                group.discard(event)
+                if not group:
+                    del self._watchers[job_id]
+
+    def _wake(self, job_id: str | None = None) -> None:
+        groups = [self._watchers.get(job_id, set())] if job_id is not None else list(self._watchers.values())
+        for group in groups:
+            for event in group:
+                event.set()
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(_PATTERN)
+                self.connected.set()
+                self._wake()  # anything may have happened while we were not subscribed
+                async for message in pubsub.listen():
+                    channel = message.get("channel")
+                    name = channel.decode(errors="replace") if isinstance(channel, bytes) else str(channel)
+                    if name.startswith(_PREFIX) and name.endswith(_SUFFIX):
+                        self._wake(name[len(_PREFIX) : len(name) - len(_SUFFIX)])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis gone or restarting: streams poll meanwhile
+                log.warning("job update subscription lost (%s: %s); retrying", type(exc).__name__, exc)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[attr-defined]
+            await asyncio.sleep(self.retry_s)
+
+
+def sse_message(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def job_events(
+    reader: JobReader,
+    hub: UpdateHub,
+    job_id: str,
+    after: int,
+    *,
+    poll_s: float = 5.0,
+    keepalive_s: float = 15.0,
+    renew: Callable[[], Awaitable[None]] | None = None,
+    renew_every_s: float = 20.0,
+    request_id: str | None = None,
+) -> AsyncIterator[str]:
+    """The SSE text of one job from ``seq > after`` until it ends (see the module docstring).
+    ``renew`` is awaited every ``renew_every_s`` (the open-stream lease)."""
+    yield "retry: 2000\n\n"
+    last = after
+    seen: tuple[Any, ...] | None = None
+    quiet_since = renewed = time.monotonic()
+    async with hub.watch(job_id) as woken:
+        while True:
+            woken.clear()
+            try:
+                rec = await reader.get(job_id)
+                if rec is None:
+                    yield sse_message("end", {"id": job_id, "status": None})
+                    return
+                events = await reader.events(job_id, after_seq=last, limit=EVENTS_PER_READ)
+            except CorruptRecord as exc:
+                log.warning("stream %s: %s", job_id, exc)
+                yield _error("corrupt_record", f"the stored record of job {job_id} cannot be read", request_id)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("stream %s: Redis unavailable (%s); retrying", job_id, exc)
+                rec, events = None, []
+            for ev in events:
+                last = ev["seq"]
+                quiet_since = time.monotonic()
+                yield sse_message("log", ev, ev["seq"])
+            if rec is not None:
+                snapshot = (rec["status"], rec["stage"], json.dumps(rec["progress"], sort_keys=True))
+                if snapshot != seen:
+                    seen = snapshot
+                    quiet_since = time.monotonic()
+                    yield sse_message("job", rec)
+                if rec["status"] in TERMINAL_STATUSES and (last >= rec["last_event_seq"] or not events):
+                    yield sse_message("end", rec)
+                    return
+            if len(events) == EVENTS_PER_READ:
+                continue  # more are waiting: send them before sleeping
+            now = time.monotonic()
+            if renew is not None and now - renewed >= renew_every_s:
+                renewed = now
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    await renew()
+            timeout = min(poll_s, max(0.0, keepalive_s - (now - quiet_since)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout)
+            if not woken.is_set() and time.monotonic() - quiet_since >= keepalive_s:
+                quiet_since = time.monotonic()
+                yield ": keepalive\n\n"  # a comment line keeps proxies from timing out
+
+
+def _error(code: str, message: str, request_id: str | None) -> str:
+    return sse_message("error", {"error": {"code": code, "message": message, "request_id": request_id}})
