@@ -58,12 +58,12 @@ def deliver(delivery_id: str) -> dict[str, Any]:
         return {"delivery": delivery_id, "outcome": "expired"}
     endpoint = store.get(delivery["webhook_id"])
     if endpoint is None:
-        _finish(store, delivery_id, FAILED, {"error": "the webhook endpoint was deleted"})
+        _finish(store, delivery_id, FAILED, _no_request("the webhook endpoint was deleted"))
         return {"delivery": delivery_id, "outcome": "endpoint_deleted"}
     try:
         check_target(endpoint["url"], allow_private=settings.webhook_allow_private)
     except AddressRefused as exc:
-        _finish(store, delivery_id, FAILED, {"error": f"address_refused: {exc}"})
+        _finish(store, delivery_id, FAILED, _no_request(f"address_refused: {exc}"))
         return {"delivery": delivery_id, "outcome": "address_refused"}
     attempt = post(endpoint["url"], endpoint["secret"], delivery_id, delivery["payload"], settings)
     if attempt.get("status_code") is not None and 200 <= attempt["status_code"] < 300:
@@ -97,6 +97,11 @@ def post(url: str, secret: str, delivery_id: str, body: str, settings: Settings)
         entry["error"] = f"{type(exc).__name__}: {exc}"
     entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
     return entry
+
+
+def _no_request(error: str) -> dict[str, Any]:
+    """The log entry of an attempt that ended before any request was sent."""
+    return {"at": utcnow(), "status_code": None, "error": error, "response": None, "duration_ms": 0.0}
 
 
 def _finish(
