@@ -3,7 +3,9 @@
 Job records and their events never expire; idempotency keys do (``Settings.idempotency_ttl_s``),
 and so do open-stream lease sets (two lease periods after their last use).
 The factor cache (``workers/cache``) owns the ``curvedit:factors:*`` keys; the gateway only reads
-its index and deletes entries through the same layout.
+its index and deletes entries through the same layout. Every key with a TTL says so in its
+docstring ("TTL ..."); every other key lives until it is deleted. No module builds a
+``curvedit:`` key itself: RQ's own ``rq:*`` keys are the only others in the database.
 """
 
 from __future__ import annotations
@@ -79,6 +81,25 @@ FACTORS_INDEX = f"{PREFIX}:factors:index"
 
 def factor_chunks_pattern(key: str) -> str:
     return f"{PREFIX}:factors:chunk:{key}:*"
+
+
+def factor_tmp_chunk(key: str, nonce: str, i: int) -> str:
+    """String (TTL 1 h): chunk ``i`` of an entry being written, renamed into place when complete."""
+    return f"{PREFIX}:factors:tmp:{key}:{nonce}:{i}"
+
+
+# --- workers -------------------------------------------------------------------------------------
+WORKER_LEASE_PREFIX = f"{PREFIX}:worker:lease:"
+
+
+def worker_lease(job_id: str) -> str:
+    """String (TTL 3 heartbeats, renewed by the holder): the worker that runs the job."""
+    return f"{WORKER_LEASE_PREFIX}{job_id}"
+
+
+def worker_redeliveries(job_id: str) -> str:
+    """String counter (TTL ``failure_ttl_s``): redeliveries of a job abandoned before it ran."""
+    return f"{PREFIX}:worker:redeliveries:{job_id}"
 
 
 def factor_chunk(key: str, i: int) -> str:

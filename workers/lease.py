@@ -1,6 +1,6 @@
 """Job leases: proof that some process is alive and running a job.
 
-The job function holds ``curvedit:worker:lease:<job id>`` while it runs; a daemon thread renews
+The job function holds ``contract.keys.worker_lease(job_id)`` while it runs; a daemon thread renews
 it every third of its TTL. A job record that says ``running`` while no lease exists was
 abandoned by a dead process (``workers.reaper`` then retries or fails it). A process that finds
 its lease gone on renewal (it stalled longer than the TTL and the job may already be re-running
@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-LEASE_PREFIX = "curvedit:worker:lease:"
+from contract import keys
 
 # Delete the lease only if we still own it.
 _RELEASE = """
@@ -33,7 +33,7 @@ return 0
 
 
 def lease_key(job_id: str) -> str:
-    return f"{LEASE_PREFIX}{job_id}"
+    return keys.worker_lease(job_id)
 
 
 def lease_ttl_s(heartbeat_s: int) -> int:

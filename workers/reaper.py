@@ -70,7 +70,7 @@ def redeliver_unstarted(client: Any, settings: Settings, job_id: str, reason: st
     rec = store.get(job_id)
     if rec is None or rec["status"] != QUEUED or rec["cancel_requested"]:
         return None
-    counter = f"curvedit:worker:redeliveries:{job_id}"
+    counter = keys.worker_redeliveries(job_id)
     n = int(client.incr(counter))
     client.expire(counter, settings.failure_ttl_s)
     if n > settings.job_max_attempts:

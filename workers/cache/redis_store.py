@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from contract import keys
 from contract.keys import FACTORS_INDEX
 from workers.cache.codec import checksum, decode, encode, index_record
 from workers.cache.eviction import evict_lru
@@ -50,7 +51,7 @@ def chunk_key(digest: str, i: int) -> str:
 
 
 def _tmp_chunk_key(digest: str, nonce: str, i: int) -> str:
-    return f"curvedit:factors:tmp:{digest}:{nonce}:{i}"
+    return keys.factor_tmp_chunk(digest, nonce, i)
 
 
 class RedisFactorStore:
