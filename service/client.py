@@ -9,6 +9,9 @@
 Every 4xx/5xx answer raises ``CurveditAPIError`` built from the gateway's JSON error body
 (``{"error": {"code", "message", "field"}}``) or FastAPI's validation ``{"detail": [...]}``.
 No torch is imported here.
+
+Receivers of curvedit webhooks check a delivery with ``verify_webhook(raw_body, headers, secret)``
+(re-exported here; raises ``WebhookVerificationError``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from urllib.parse import quote
 import httpx
 
 from contract.spec import EditJobSpec
+from service.webhooks.signing import WebhookVerificationError, verify_webhook
+
+__all__ = ["CurveditAPIError", "CurveditClient", "WebhookVerificationError", "page_items", "verify_webhook"]
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JobRecord = dict[str, Any]
@@ -327,6 +333,36 @@ class CurveditClient:
 
     def delete_factor(self, key: str) -> None:
         self._json("DELETE", f"/v1/factors/{_segment(key, 'factor key')}")
+
+    # --- webhooks -----------------------------------------------------------------------------
+    def add_webhook(self, url: str, events: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
+        """POST /v1/webhooks; the answer holds the signing ``secret`` (shown only this once)."""
+        body: dict[str, Any] = {"url": url}
+        if events:
+            body["events"] = list(events)
+        if description:
+            body["description"] = description
+        return self._json("POST", "/v1/webhooks", json=body)
+
+    def list_webhooks(self, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v}
+        return self._json("GET", "/v1/webhooks", params=params)
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/webhooks/{_segment(webhook_id, 'webhook id')}")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._json("DELETE", f"/v1/webhooks/{_segment(webhook_id, 'webhook id')}")
+
+    def webhook_deliveries(self, webhook_id: str, cursor: str | None = None, limit: int | None = None) -> dict:
+        """A page of the endpoint's delivery log (newest first), each with its attempts."""
+        params = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v}
+        return self._json("GET", f"/v1/webhooks/{_segment(webhook_id, 'webhook id')}/deliveries", params=params)
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        """Send a finished delivery again (same webhook-id and body, fresh signature)."""
+        wid, did = _segment(webhook_id, "webhook id"), _segment(delivery_id, "delivery id")
+        return self._json("POST", f"/v1/webhooks/{wid}/deliveries/{did}/redeliver")
 
     # --- health -------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

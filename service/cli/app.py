@@ -8,6 +8,7 @@ from service.cli import demo as demo_cmd
 from service.cli import jobs, local, up
 from service.cli.context import DEFAULT_URL, CliState, discover_api_key
 from service.cli.resources import datasets_app, factors_app
+from service.cli.webhooks import webhooks_app
 
 app = typer.Typer(
     name="curvedit",
@@ -45,6 +46,7 @@ app.command("list")(jobs.list_jobs)
 app.command("edit")(local.edit)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(factors_app, name="factors")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def main() -> None:

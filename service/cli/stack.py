@@ -1,5 +1,6 @@
 """The whole curvedit stack on one machine, as child processes: an embedded Redis (when no
-``CURVEDIT_REDIS_URL`` is configured), the gateway (uvicorn) and N RQ workers.
+``CURVEDIT_REDIS_URL`` is configured), the gateway (uvicorn), N RQ workers and the webhook delivery
+worker (``service.webhooks.worker``).
 
 Used by ``curvedit up`` (foreground, logs to the console) and ``curvedit demo`` (background, logs to
 files). Children run in their own process groups so a terminal Ctrl-C reaches only this process,
@@ -238,6 +239,8 @@ class Stack:
             self._spawn("gateway", gateway, env)
             for i in range(self.workers):
                 self._spawn(f"worker-{i + 1}", [sys.executable, "-m", "workers.worker_main"], env)
+            # webhook deliveries: their own light process and RQ queue (no torch)
+            self._spawn("webhooks", [sys.executable, "-m", "service.webhooks.worker"], env)
             self._wait_ready(ready_timeout)
         except BaseException:
             self.stop()
@@ -340,7 +343,7 @@ class Stack:
     def stop(self) -> None:
         """Workers (graceful, up to worker_grace_s), then the gateway, then Redis. Idempotent."""
         workers = [c for c in self.children if c.name.startswith("worker")]
-        gateway = [c for c in self.children if c.name == "gateway"]
+        gateway = [c for c in self.children if c.name in ("gateway", "webhooks")]
         redis = [c for c in self.children if c.name == "redis"]
         try:
             if any(c.alive() for c in workers):

@@ -56,6 +56,7 @@ def up(
             console.print(f"  API key   {stack.api_key}   (saved in {settings.state_dir / 'api-key'})")
         console.print(f"  redis     {stack.redis_url}")
         console.print(f"  workers   {workers}   device: {settings.device}")
+        console.print(f"  webhooks  delivery worker on queue {settings.webhook_queue_name}")
         console.print("  try:      curvedit demo        (Ctrl-C here stops everything)")
         console.rule()
         while True:
