@@ -21,6 +21,7 @@ import torch
 
 from contract.settings import Settings
 from contract.spec import EditJobSpec, KeepMassOverride
+from workers.artifact_index import add_file_indexes
 from workers.artifacts import library_versions, staging_dir, write_manifest, write_result
 from workers.cache import FactorCache
 from workers.cache.guarded import GuardedCache
@@ -33,6 +34,7 @@ from workers.pipeline.errors import PipelineError
 from workers.pipeline.evaluation_stage import EvaluationSuite, resolve_evaluation
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.loading import load_model
+from workers.pipeline.report_stage import write_job_report
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 from workers.pipeline.sources import resolve_texts
 
@@ -261,6 +263,17 @@ def _run(
     }
     single = len(points) == 1
     with staging_dir(out_dir, attempt_tag=job_id) as tmp:
+        common["report"] = write_job_report(
+            tmp,
+            job_id=job_id,
+            model_label=loaded.label,
+            points=points,
+            baseline=baseline,
+            targets=targets,
+            eigens=curv.eigens,
+            search=common.get("search"),
+            spec=resolved_spec,
+        ).files
         for i, point in enumerate(points):
             _check_cancel(reporter, "export")
             edited_now = load_point(i)
@@ -305,6 +318,7 @@ def _run(
                     "timings": dict(clock.timings),
                 },
             )
+        add_file_indexes(tmp)  # every manifest lists its tree's files with sha256 (served over HTTP)
     clock.close()
     _write_params(params, originals)
     clock.timings["total"] = round(time.perf_counter() - t_start, 4)
