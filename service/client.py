@@ -16,7 +16,10 @@ Receivers of curvedit webhooks check a delivery with ``verify_webhook(raw_body, 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +36,7 @@ __all__ = ["CurveditAPIError", "CurveditClient", "WebhookVerificationError", "pa
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JobRecord = dict[str, Any]
 Items = list[dict[str, Any]]  # (an alias: inside the client class, ``list`` is a method)
+Paths = list[Path]
 
 
 class CurveditAPIError(Exception):
@@ -300,6 +304,63 @@ class CurveditClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {record.get('status')} after {timeout} s")
             time.sleep(poll)
+
+    # --- artifacts ------------------------------------------------------------------------
+    def list_artifacts(self, job_id: str) -> Items:
+        """Every file a succeeded job exported: ``[{path, size, sha256}]`` (all pages)."""
+        base = f"/v1/edit-jobs/{_segment(job_id, 'job id')}/artifacts"
+        out: Items = []
+        cursor: str | None = None
+        while True:
+            body = self._json("GET", base, params={"cursor": cursor} if cursor else None)
+            out.extend(page_items(body))
+            cursor = body.get("next_cursor") if isinstance(body, dict) else None
+            if not cursor:
+                return out
+
+    def download_artifact(self, job_id: str, path: str, dest: str | Path, sha256: str | None = None) -> Path:
+        """Stream one artifact to the file ``dest``: written to a temporary file beside it, its
+        SHA-256 checked against ``sha256`` (default: the gateway's ``X-Content-SHA256``), then
+        renamed into place, so ``dest`` is either the whole verified file or absent. A mismatch
+        raises ``CurveditAPIError`` code ``checksum_mismatch``."""
+        dest = Path(dest)
+        url = f"/v1/edit-jobs/{_segment(job_id, 'job id')}/artifacts/" + "/".join(
+            _segment(part, "artifact path") for part in path.split("/")
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{secrets.token_hex(4)}")
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CurveditAPIError.from_response(response)
+                expected = sha256 or response.headers.get("X-Content-SHA256")
+                digest = hashlib.sha256()
+                with open(tmp, "wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if expected and digest.hexdigest() != expected:
+                raise CurveditAPIError(
+                    0, "checksum_mismatch", f"{path}: sha256 {digest.hexdigest()} does not match {expected}"
+                )
+            os.replace(tmp, dest)
+        except httpx.TransportError as exc:
+            raise CurveditAPIError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    def download_files(self, job_id: str, entries: Items, dest_dir: str | Path, strip: str = "") -> Paths:
+        """Download artifact ``entries`` (from ``list_artifacts``) under ``dest_dir``, each checked
+        against its listed sha256; ``strip`` is a directory prefix dropped from the local names."""
+        out = []
+        for entry in entries:
+            rel = entry["path"][len(strip) :] if strip and entry["path"].startswith(strip) else entry["path"]
+            out.append(self.download_artifact(job_id, entry["path"], Path(dest_dir) / rel, entry.get("sha256")))
+        return out
 
     # --- datasets -------------------------------------------------------------------------
     def upload_dataset(

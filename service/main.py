@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from contract.settings import Settings, get_settings
-from service.api.routes import datasets, factors, health, jobs, webhooks
+from service.api.routes import artifacts, datasets, factors, health, jobs, webhooks
 from service.errors import install_error_handlers
 from service.event_stream import UpdateHub
 from service.metrics import build_registry
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     templates: dict[int, str] = {}
     for router, prefix in (
         (jobs.router, API_V1),
+        (artifacts.router, API_V1),
         (datasets.router, API_V1),
         (factors.router, API_V1),
         (webhooks.router, API_V1),

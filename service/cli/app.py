@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from service.cli import demo as demo_cmd
-from service.cli import jobs, local, up
+from service.cli import artifacts, jobs, local, up
 from service.cli.context import DEFAULT_URL, CliState, discover_api_key
 from service.cli.resources import datasets_app, factors_app
 from service.cli.webhooks import webhooks_app
@@ -43,6 +43,8 @@ app.command("wait")(jobs.wait)
 app.command("events")(jobs.events)
 app.command("cancel")(jobs.cancel)
 app.command("list")(jobs.list_jobs)
+app.command("report")(artifacts.report)
+app.command("download")(artifacts.download)
 app.command("edit")(local.edit)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(factors_app, name="factors")
