@@ -17,6 +17,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b; done

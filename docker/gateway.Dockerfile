@@ -1,18 +1,13 @@
 # syntax=docker/dockerfile:1
-# curvedit gateway: the FastAPI app (service.main:create_app) on uvicorn. No CUDA.
+# curvedit gateway: the FastAPI app (service.main:create_app) on uvicorn. No torch, no CUDA.
 #
-# The gateway never imports torch, but the curvedit distribution declares it (one package, one
-# dependency list in pyproject.toml). We install the CPU build of torch first, from PyTorch's CPU
-# index, exactly as scripts/setup.sh does for the README's virtual environment, so `pip install .`
-# installs the same packages as the README and `pip check` holds, without pulling CUDA libraries.
+# The base curvedit distribution (`pip install .`) is the gateway, the CLI, the client and the
+# torch-free contract package; torch and transformers come only with the `worker` extra, which this
+# image does not install. The build checks that torch is absent and that the app still imports.
 #
 # Build from the repository root:  docker build -f docker/gateway.Dockerfile -t curvedit-gateway .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
-
-# The torch requirement (pyproject's bound by default); pin it with --build-arg TORCH_SPEC="torch==2.13.0".
-ARG TORCH_SPEC="torch>=2.1"
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,14 +19,12 @@ RUN useradd --create-home --uid 10001 --user-group curvedit \
     && chown curvedit:curvedit /models /data /artifacts /datasets /factor-cache /state /hf-cache
 
 WORKDIR /app
-# The version bound is in TORCH_SPEC; hadolint cannot see through the variable.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${TORCH_SPEC}"
-
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY service ./service
 COPY workers ./workers
-RUN pip install --no-cache-dir . && pip check
+RUN pip install --no-cache-dir . && pip check \
+    && python -c "import importlib.util as u, service.main; assert u.find_spec('torch') is None"
 
 ENV CURVEDIT_MODEL_ROOT=/models \
     CURVEDIT_DATA_ROOT=/data \

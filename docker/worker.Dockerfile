@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # curvedit worker: RQ worker process (python -m workers.worker_main) on a CUDA image.
 #
-# The base image brings a CUDA build of torch; `pip install .` then installs curvedit and the rest
-# of the dependencies declared in pyproject.toml (the same list the README's setup installs; torch is
-# already satisfied, so pip keeps the CUDA build). Pick a base whose torch meets pyproject's bound.
+# The base image brings a CUDA build of torch; `pip install '.[worker]'` then installs curvedit with
+# its worker extra (transformers, tokenizers, safetensors, ...; torch is already satisfied, so pip
+# keeps the CUDA build). Pick a base whose torch meets the worker extra's bound in pyproject.toml.
 #
 # Build from the repository root:  docker build -f docker/worker.Dockerfile -t curvedit-worker .
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
@@ -20,10 +20,11 @@ RUN useradd --create-home --uid 10001 --user-group curvedit \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY service ./service
 COPY workers ./workers
-RUN pip install --no-cache-dir . \
-    && python -c "import torch, workers, service; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+RUN pip install --no-cache-dir '.[worker]' \
+    && python -c "import torch, contract, workers, service; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 ENV CURVEDIT_MODEL_ROOT=/models \
     CURVEDIT_DATA_ROOT=/data \

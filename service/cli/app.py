@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from service.cli import demo as demo_cmd
-from service.cli import artifacts, jobs, local, up
+from service.cli import artifacts, jobs, up
 from service.cli.context import DEFAULT_URL, CliState, discover_api_key
+from service.cli.plugins import load_plugins, register_fallbacks
 from service.cli.resources import datasets_app, factors_app
 from service.cli.webhooks import webhooks_app
 
@@ -45,10 +46,10 @@ app.command("cancel")(jobs.cancel)
 app.command("list")(jobs.list_jobs)
 app.command("report")(artifacts.report)
 app.command("download")(artifacts.download)
-app.command("edit")(local.edit)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(factors_app, name="factors")
 app.add_typer(webhooks_app, name="webhooks")
+register_fallbacks(app, load_plugins(app))  # `edit` (workers/cli_edit.py) when the worker extra is installed
 
 
 def main() -> None:

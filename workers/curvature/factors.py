@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.curvature.cancellation import JobCancelled
 from workers.curvature.heads import split_body_and_head
 from workers.curvature.labels import counter_uniforms, inverse_cdf
 from workers.curvature.precision import PRECISIONS, Precision, accumulate_outer
 from workers.curvature.targets import EditTarget, module_weight
-from workers.pipeline.reporting import JobCancelled
 
 Fisher = Literal["sampled", "empirical"]
 

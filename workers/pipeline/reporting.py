@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any, Literal, Protocol
 
 from contract.stages import Stage
+from workers.curvature.cancellation import JobCancelled
+
+__all__ = ["JobCancelled", "Level", "NullReporter", "Reporter", "Stage"]
 
 Level = Literal["debug", "info", "warning", "error"]
-
-
-class JobCancelled(Exception):
-    """Raised inside the pipeline when the reporter says the job was cancelled."""
 
 
 class Reporter(Protocol):

@@ -1,9 +1,15 @@
 """``curvedit edit``: the edit pipeline in this process (no gateway, no Redis needed), for notebooks
-and batch systems. Progress goes to a live display through a ``Reporter`` implementation; the
-workers package (and torch) is imported only when the command runs."""
+and batch systems. Progress goes to a live display through a ``Reporter`` implementation.
+
+A CLI plugin: pyproject.toml declares ``register`` in the ``curvedit.cli`` entry-point group and
+``service/cli/plugins.py`` calls it. It registers the command only when the worker extra (torch,
+transformers) is installed; without it the CLI's stand-in says how to install it. torch is
+imported only when the command runs, so ``curvedit --help`` stays fast and torch-free.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +25,8 @@ from contract.settings import Settings
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from service.cli.render import JobProgress, print_results
 from service.cli.specs import build_spec
+
+WORKER_MODULES = ("torch", "transformers", "safetensors")
 
 # Pipeline error codes that mean "fix your spec" (exit 2) rather than "the edit failed" (exit 1).
 INPUT_ERRORS = frozenset(
@@ -142,3 +150,18 @@ def edit(
     record = {"id": job_id, "status": "succeeded", "result": result}
     print_results(console, record)
     console.print(f"edit finished in {elapsed:.1f} s")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def register(app: typer.Typer) -> bool:
+    """Entry point (``curvedit.cli``): add ``edit`` to ``app`` when the worker extra is installed."""
+    if not all(_installed(name) for name in WORKER_MODULES):
+        return False
+    app.command("edit")(edit)
+    return True
