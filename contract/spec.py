@@ -11,9 +11,18 @@ settings rather than part of the job.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from contract.webhooks.events import DEFAULT_EVENTS, EventName
 from contract.webhooks.urls import MAX_URL_CHARS, check_url
@@ -326,6 +335,131 @@ class EvaluationSpec(StrictModel):
         return self
 
 
+class DiscoverForget(TextSource):
+    """A corpus to scan for windows the model recites (``workers.evaluation.discovery``); the
+    windows found become the forget set."""
+
+    prefix_tokens: int = Field(default=32, ge=1, le=8192, description="Window prefix length in tokens.")
+    suffix_tokens: int = Field(default=32, ge=1, le=8192, description="Window suffix length in tokens.")
+    stride: int | None = Field(default=None, ge=1, le=8192, description="Window step; default suffix_tokens.")
+    max_windows: int = Field(default=20_000, ge=1, le=1_000_000, description="Candidate windows tested (cap).")
+
+
+class ForgetObjective(StrictModel):
+    """What must be forgotten — recitation pairs (``path`` / ``dataset_id`` / ``pairs``, as in
+    ``evaluation.recitation``) or ``discover`` — and the recitation rates allowed after the edit."""
+
+    dataset_id: str | None = Field(default=None, description="Id of an uploaded .jsonl dataset of pairs.")
+    path: str | None = Field(default=None, description="File under the data root: .jsonl with prefix/suffix.")
+    pairs: list[PairItem] | None = Field(default=None, max_length=100_000, description="Inline pairs.")
+    discover: DiscoverForget | None = Field(default=None, description="Find the forget set by discovery.")
+    max_strict_rate: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Highest strict recitation rate allowed on the forget set."
+    )
+    max_loose_rate: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Highest loose recitation rate allowed on the forget set."
+    )
+    prefix_tokens: int = Field(default=64, ge=1, le=8192, description="Prefix length in tokens.")
+    suffix_tokens: int = Field(default=48, ge=1, le=8192, description="Greedy-generated suffix length.")
+    loose_threshold: float = Field(default=0.75, gt=0.0, le=1.0, description="Loose recitation: 1 - d/L >= this.")
+    max_examples: int = Field(default=2000, ge=1, le=100_000, description="Pairs used (first N).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str | None) -> str | None:
+        return _check_relative_path(v, "path")
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _dataset_ok(cls, v: str | None) -> str | None:
+        return _check_dataset_id(v)
+
+    @model_validator(mode="after")
+    def _one_source_and_a_target(self) -> ForgetObjective:
+        given = [n for n in ("dataset_id", "path", "pairs", "discover") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"exactly one of dataset_id, path, pairs or discover must be given (got {given or 'none'})"
+            )
+        if self.max_strict_rate is None and self.max_loose_rate is None:
+            raise ValueError("give max_strict_rate and/or max_loose_rate: the recitation rate the edit must reach")
+        return self
+
+
+class RetainObjective(StrictModel):
+    """What must be kept, measured on held-out text the caller gives (no default corpus)."""
+
+    perplexity: PerplexityEval = Field(
+        description="Held-out texts (text the factors did not see) for the perplexity cap; required."
+    )
+    max_perplexity_increase: float = Field(
+        gt=0.0, le=100.0, description="Highest relative perplexity increase allowed, e.g. 0.10 for +10 %."
+    )
+    min_agreement_ndcg: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Lowest nDCG@10 against the unedited model on the same texts."
+    )
+
+
+class SearchSpace(StrictModel):
+    """Where the search looks and how many evaluations it may spend."""
+
+    layer_sets: list[list[int]] | None = Field(
+        default=None,
+        max_length=256,
+        description="Candidate layer sets; default: every contiguous window of 1-3 layers.",
+    )
+    projections: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
+    keep_mass_range: tuple[float, float] = Field(
+        default=(0.5, 0.9999), description="[low, high] of rho searched (0 < low < high <= 1)."
+    )
+    max_trials: int = Field(default=48, ge=2, le=1000, description="Most evaluations the search may spend.")
+    screen_fraction: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Share of the forget pairs and retain tokens used while screening (1.0: no screening); "
+        "the chosen point is confirmed on the full sets.",
+    )
+
+    @field_validator("layer_sets")
+    @classmethod
+    def _sets_ok(cls, v: list[list[int]] | None) -> list[list[int]] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("layer_sets must not be empty; omit it for the service default")
+        for i, s in enumerate(v):
+            if not s:
+                raise ValueError(f"layer_sets[{i}] must not be empty")
+            if len(set(s)) != len(s):
+                raise ValueError(f"layer_sets[{i}] repeats a layer")
+        return v
+
+    @field_validator("keep_mass_range")
+    @classmethod
+    def _range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.0 < lo < hi <= 1.0:
+            raise ValueError(f"expected 0 < low < high <= 1, got [{lo}, {hi}]")
+        return v
+
+    @field_validator("projections")
+    @classmethod
+    def _distinct_roles(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("projections must be distinct")
+        return v
+
+
+class ObjectiveSpec(StrictModel):
+    """Goal-directed edit: the service searches layers and rho for the least-damaging edit that
+    meets ``forget`` while keeping ``retain`` (see ``workers.search``)."""
+
+    forget: ForgetObjective
+    retain: RetainObjective
+    search: SearchSpace = Field(default_factory=SearchSpace)
+
+
 class OutputSpec(StrictModel):
     """Where and what to write."""
 
@@ -335,6 +469,11 @@ class OutputSpec(StrictModel):
     )
     save_model: bool = Field(default=True, description="Write the full edited Hugging Face model directory.")
     save_delta: bool = Field(default=True, description="Write delta.safetensors (original and edited tensors).")
+    best_effort: bool = Field(
+        default=False,
+        description="With an objective: when no trial meets the targets, still write the best trial's edit "
+        "(the job succeeds with search.met = false) instead of failing with objective_not_met and no model.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -372,7 +511,33 @@ class EditJobSpec(StrictModel):
     model: ModelSpec
     calibration: CalibrationSpec
     curvature: CurvatureSpec = Field(default_factory=CurvatureSpec)
+    # objective comes before edit: the edit validator needs to know whether there is one.
+    objective: ObjectiveSpec | None = Field(
+        default=None, description="Goal-directed edit: the service chooses layers and keep_mass (see ObjectiveSpec)."
+    )
     edit: EditSpec = Field(default_factory=EditSpec)
     evaluation: EvaluationSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     notify: NotifySpec | None = Field(default=None, description="Signed webhook for this job's events.")
+
+    @field_validator("edit")
+    @classmethod
+    def _objective_owns_the_edit(cls, edit: EditSpec, info: ValidationInfo) -> EditSpec:
+        if info.data.get("objective") is not None:
+            for name in ("layers", "keep_mass", "modules", "overrides"):
+                if name in edit.model_fields_set:
+                    raise ValueError(
+                        f"edit.{name} must be absent when objective is given: the search chooses the layers "
+                        "and keep_mass (restrict it with objective.search.layer_sets / keep_mass_range)"
+                    )
+        return edit
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """With an objective the edit section's layers / keep_mass are the search's to choose: they
+        are left out of the dump, so a dumped spec validates again (and reads as what was asked)."""
+        data: dict[str, Any] = handler(self)
+        if self.objective is not None and isinstance(data.get("edit"), dict):
+            for name in ("layers", "keep_mass", "modules", "overrides"):
+                data["edit"].pop(name, None)
+        return data

@@ -36,6 +36,7 @@ from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_
 from workers.pipeline.loading import load_model
 from workers.pipeline.report_stage import write_job_report
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
+from workers.pipeline.search_stage import candidate_layer_sets, goal_directed_edit, resolve_objective, search_targets
 from workers.pipeline.sources import resolve_texts
 
 EDITED_COPIES_BYTES = 4 * 2**30
@@ -156,11 +157,16 @@ def _run(
         raise PipelineError("output_exists", f"output.path {out_rel!r} already exists under the output root")
     calib_texts = resolve_texts(spec.calibration, settings, "calibration")
     eval_data = resolve_evaluation(spec.evaluation, settings)
+    objective = resolve_objective(spec.objective, settings) if spec.objective is not None else None
     loaded = load_model(spec.model, settings)
     model, tokenizer = loaded.model, loaded.tokenizer
-    targets = resolve_targets(
-        model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
-    )
+    if objective is not None:  # every candidate layer set's targets: one factor collection for all
+        layer_sets = candidate_layer_sets(objective.spec, model)
+        targets = search_targets(objective.spec, model, layer_sets)
+    else:
+        targets = resolve_targets(
+            model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
+        )
     model_files = fingerprint_model_dir(loaded.model_dir, digest_memo_path(settings.state_dir))
     fingerprints: dict[str, Any] = {
         "model": combine(model_files),
@@ -191,11 +197,19 @@ def _run(
 
     # ---- edit: one edited copy of the targets' weights per sweep point
     clock.stage("edit")
+    search: dict[str, Any] | None = None
+    sweep = spec.edit.sweep
+    if objective is not None:  # the search picks the layers and rho; the chosen edit is made below
+        found, targets = goal_directed_edit(
+            objective, model, tokenizer, targets, curv.eigens, layer_sets, reporter, best_effort=spec.output.best_effort
+        )
+        search = found.model_dump(mode="json")
+        assert found.chosen is not None
+        sweep = [found.chosen.keep_mass]
     params = dict(model.named_parameters())
     pnames = [f"{t.name}.weight" for t in targets]
     originals = _snapshot(params, pnames)
     n_layers = num_layers(model)
-    sweep = spec.edit.sweep
     points: list[dict[str, Any]] = []
     # Edited copies are kept in host memory when they fit EDITED_COPIES_BYTES; otherwise a point is
     # re-edited from the originals when evaluate/export need it (two matrix products per layer).
@@ -261,6 +275,8 @@ def _run(
         "cached_stages": dict(clock.cached),
         "versions": library_versions(),
     }
+    if search is not None:
+        common["search"] = search
     single = len(points) == 1
     with staging_dir(out_dir, attempt_tag=job_id) as tmp:
         common["report"] = write_job_report(
@@ -322,7 +338,7 @@ def _run(
     clock.close()
     _write_params(params, originals)
     clock.timings["total"] = round(time.perf_counter() - t_start, 4)
-    return {
+    out: dict[str, Any] = {
         "results": points,
         "baseline": baseline,
         "cache": curv.cache,
@@ -333,3 +349,6 @@ def _run(
         "fingerprints": {"model": fingerprints["model"], "calibration": fingerprints["calibration"]},
         "output": {"dir": str(out_dir), "relative_dir": out_rel, "sweep": not single},
     }
+    if search is not None:
+        out["search"] = search
+    return out
