@@ -41,7 +41,7 @@ from workers.evaluation.batching import pad_token_id
 from workers.evaluation.packing import pack_texts
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.reporting import JobCancelled, Reporter
-from workers.pipeline.sources import resolve_pairs_with_origin, resolve_texts
+from workers.pipeline.sources import resolve_pairs, resolve_texts
 from workers.search import RhoScale, Targets, default_layer_sets, normalize_layer_sets, run_search
 
 MIN_SCREEN_PAIRS = 16
@@ -84,9 +84,9 @@ def resolve_objective(spec: ObjectiveSpec, settings: Settings) -> ObjectiveData:
         texts = resolve_texts(forget.discover, settings, "objective.forget.discover")
     else:
         source = PairSource(dataset_id=forget.dataset_id, path=forget.path, pairs=forget.pairs)
-        raw = resolve_pairs_with_origin(source, settings, "objective.forget")[: forget.max_examples]
-        pairs = [(p["prefix"], p["suffix"]) for _, p in raw]
-        origins = [where for where, _ in raw]
+        raw = resolve_pairs(source, settings, "objective.forget")[: forget.max_examples]
+        pairs = [(p["prefix"], p["suffix"]) for p in raw]
+        origins = [f"objective.forget pair {i}" for i in range(len(pairs))]
         if not pairs:
             raise PipelineError("invalid_dataset", "objective.forget: the forget set holds no pairs")
     retain = resolve_texts(spec.retain.perplexity, settings, "objective.retain.perplexity")
