@@ -86,7 +86,48 @@ def _check_layer(layer: int, info: ModelInfo, field: str) -> int:
     return layer % n
 
 
+def _check_objective_targets(spec: EditJobSpec, info: ModelInfo) -> None:
+    """``objective.search``: every layer of every candidate set exists, every projection exists in
+    every candidate layer (default sets: every layer)."""
+    assert spec.objective is not None
+    search = spec.objective.search
+    layers: set[int] = set()
+    if search.layer_sets is None:
+        layers = set(range(info.num_layers))
+    else:
+        for i, layer_set in enumerate(search.layer_sets):
+            for j, x in enumerate(layer_set):
+                layers.add(_check_layer(x, info, f"objective.search.layer_sets[{i}][{j}]"))
+    available = info.roles_available()
+    for i, role in enumerate(search.projections):
+        field = f"objective.search.projections[{i}]"
+        if role not in available:
+            raise _invalid(
+                field,
+                f"projection {role!r} does not exist in this {info.model_type} model; "
+                f"it has: {', '.join(available) or 'none found'}",
+                "unknown_projection",
+            )
+        missing = sorted(x for x in layers if role not in info.roles.get(x, {}))
+        if missing:
+            raise _invalid(field, f"projection {role!r} is missing in layers {missing}", "unknown_projection")
+
+
+def _check_objective_sources(spec: EditJobSpec, settings: Settings, datasets: DatasetStore, owner: str) -> None:
+    assert spec.objective is not None
+    forget = spec.objective.forget
+    if forget.discover is not None:
+        _check_source(forget.discover, "objective.forget.discover", settings, datasets, owner)
+    else:
+        pairs = PairSource(dataset_id=forget.dataset_id, path=forget.path, pairs=forget.pairs)
+        _check_source(pairs, "objective.forget", settings, datasets, owner)
+    _check_source(spec.objective.retain.perplexity, "objective.retain.perplexity", settings, datasets, owner)
+
+
 def _check_targets(spec: EditJobSpec, info: ModelInfo) -> None:
+    if spec.objective is not None:  # the search chooses layers; edit.layers / modules are absent
+        _check_objective_targets(spec, info)
+        return
     edit = spec.edit
     available = info.roles_available()
     if edit.modules is not None:
@@ -175,6 +216,8 @@ def validate_submission(
     """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict."""
     check_model(spec, settings)
     _check_source(spec.calibration, "calibration", settings, datasets, owner)
+    if spec.objective is not None:
+        _check_objective_sources(spec, settings, datasets, owner)
     ev = spec.evaluation
     if ev is not None:
         _check_source(ev.recitation, "evaluation.recitation", settings, datasets, owner)
