@@ -2,8 +2,10 @@
 
 - The demo model (``examples/demo``) recites at least 90 % of its planted records strictly, and
   discovery finds a recited window in every record and none in held-out prose.
-- ``examples/demo-edit.json``, run through the real in-process pipeline, cuts strict recitation to at
-  most 10 % of its pre-edit value while held-out perplexity rises at most 15 %, and reports nDCG@10.
+- ``examples/demo-edit.json`` (goal-directed: no layers or keep_mass given), run through the real
+  in-process pipeline, finds an edit whose strict recitation is at most 5 % while held-out perplexity
+  rises at most 10 % (the objective's targets, measured again by the evaluation section), and
+  reports nDCG@10.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def test_demo_edit_spec_meets_the_thresholds(tmp_path: Path):
     spec = EditJobSpec.model_validate_json(SPEC.read_text())
     spec.output.save_model = False
     settings = Settings(
-        model_root=REPO,
-        data_root=REPO,
+        model_root=REPO / "examples",
+        data_root=REPO / "examples",
         output_root=tmp_path / "out",
         dataset_dir=tmp_path / "datasets",
         device="cpu",
@@ -70,8 +72,10 @@ def test_demo_edit_spec_meets_the_thresholds(tmp_path: Path):
     before = result["baseline"]
     (point,) = result["results"]
     after = point["metrics"]
+    assert spec.edit.layers is None and "keep_mass" not in spec.edit.model_fields_set
+    assert result["search"]["met"] is True
     assert before["recitation"]["strict_rate"] >= 0.9
-    assert after["recitation"]["strict_rate"] <= 0.1 * before["recitation"]["strict_rate"]
+    assert after["recitation"]["strict_rate"] <= 0.05
     rise = after["perplexity"]["perplexity"] / before["perplexity"]["perplexity"] - 1
-    assert rise <= 0.15
+    assert rise <= 0.10
     assert 0.0 < after["agreement"]["ndcg"] <= 1.0
