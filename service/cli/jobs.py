@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, console, fail, fail_api, state
 from service.cli.render import JobProgress, items_table, job_table, print_results
+from service.cli.search_render import print_search
 from service.cli.specs import build_spec
 from service.client import CurveditAPIError, CurveditClient
 
@@ -38,7 +39,9 @@ def report_outcome(record: dict[str, Any], show_results: bool = True) -> int:
         err = record.get("error") or {}
         if isinstance(err, dict):
             console.print(f"  [red]{escape(str(err.get('code', 'error')))}[/]: {escape(str(err.get('message', '')))}")
+        print_search(console, record)  # objective_not_met: the trials spent and the closest one
     if status == "succeeded" and show_results:
+        print_search(console, record)
         print_results(console, record)
     return exit_code_for(record)
 
