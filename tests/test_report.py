@@ -164,6 +164,35 @@ def test_search_points_mark_the_chosen_trial() -> None:
     assert (pts[1].strict_rate, pts[1].ppl_increase, pts[1].stage) == (0.02, 0.03, "confirm")
 
 
+def test_search_frontier_marks_the_chosen_trial_at_its_metrics(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    trials = []
+    for k in range(1, 13):
+        strict, ppl = float(rng.uniform(0, 0.3)), float(rng.uniform(-0.01, 0.5))
+        feasible = strict <= 0.05 and ppl <= 0.1
+        trials.append(
+            {
+                "index": k,
+                "layers": [k % 3],
+                "projections": ["gate", "up"],
+                "keep_mass": float(rng.uniform(0.5, 1.0)),
+                "stage": "screen" if k < 10 else "confirm",
+                "metrics": {"strict_rate": strict, "loose_rate": strict, "perplexity_increase": ppl},
+                "feasible": feasible,
+            }
+        )
+    chosen = trials[10]
+    pts = search_points({"trials": trials, "chosen": chosen, "met": True})
+    data = plot_frontier(pts, TargetBox(0.05, 0.1), tmp_path / "f.png")
+    assert data["chosen"]["x"] == pytest.approx(100 * chosen["metrics"]["perplexity_increase"])
+    assert data["chosen"]["y"] == pytest.approx(100 * chosen["metrics"]["strict_rate"])
+    assert data["chosen"]["layers"] == chosen["layers"] and data["chosen"]["keep_mass"] == chosen["keep_mass"]
+    assert len(data["points"]) == len(trials)
+    assert sorted((d["x"], d["y"]) for d in data["points"]) == sorted(
+        (100 * t["metrics"]["perplexity_increase"], 100 * t["metrics"]["strict_rate"]) for t in trials
+    )
+
+
 # ---- through the pipeline -------------------------------------------------------------------
 
 
