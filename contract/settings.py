@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Timeout of one delivery POST.")
     webhook_log_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600, description="How long deliveries are kept.")
 
+    # --- MLflow (workers.tracking; needs the `mlflow` extra) ---------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (http://..., sqlite:///..., a directory). Unset: no MLflow logging.",
+    )
+    mlflow_registry_uri: str | None = Field(default=None, description="Model registry URI; default: the tracking URI.")
+    mlflow_experiment: str = Field(default="curvedit", min_length=1, description="Experiment the job runs go to.")
+    mlflow_attempts: int = Field(default=3, ge=1, le=20, description="Attempts to log a job before giving up.")
+    mlflow_backoff_s: float = Field(default=2.0, ge=0, description="Wait before the 2nd attempt; doubles after.")
+    mlflow_log_model: bool = Field(default=True, description="Log the edited model of a one-result job.")
+
     # --- Workers -----------------------------------------------------------------------------
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'.")
     device_map: str | None = Field(default=None, description="Passed to from_pretrained, e.g. 'auto'.")

@@ -469,6 +469,12 @@ class OutputSpec(StrictModel):
     )
     save_model: bool = Field(default=True, description="Write the full edited Hugging Face model directory.")
     save_delta: bool = Field(default=True, description="Write delta.safetensors (original and edited tensors).")
+    register_as: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/ ]{0,199}$",
+        description="With MLflow configured: register the edited model as a new version of this registered "
+        "model. Needs a job with one result (one keep_mass, or an objective) and save_model.",
+    )
     best_effort: bool = Field(
         default=False,
         description="With an objective: when no trial meets the targets, still write the best trial's edit "
@@ -531,6 +537,21 @@ class EditJobSpec(StrictModel):
                         "and keep_mass (restrict it with objective.search.layer_sets / keep_mass_range)"
                     )
         return edit
+
+    @field_validator("output")
+    @classmethod
+    def _one_model_to_register(cls, output: OutputSpec, info: ValidationInfo) -> OutputSpec:
+        if output.register_as is None:
+            return output
+        edit = info.data.get("edit")
+        if info.data.get("objective") is None and edit is not None and len(edit.sweep) > 1:
+            raise ValueError(
+                f"output.register_as needs a job with one result, but edit.keep_mass is a sweep of "
+                f"{len(edit.sweep)} values; register one keep_mass (or use an objective)"
+            )
+        if not output.save_model:
+            raise ValueError("output.register_as needs output.save_model=true (there is no model to register)")
+        return output
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

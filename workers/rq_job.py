@@ -78,6 +78,7 @@ def _execute(
     from workers.pipeline.reporting import JobCancelled
     from workers.pipeline.run import run_pipeline
     from workers.shards import RQShardFanout
+    from workers.tracking.mlflow_run import track_outcome
 
     try:
         spec = EditJobSpec.model_validate(raw_spec)
@@ -96,6 +97,8 @@ def _execute(
         store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
         store.mark_cancelled(job_id)
     except PipelineError as exc:
+        rec = {"owner": store.get(job_id)["owner"], "spec": raw_spec}  # type: ignore[index]
+        track_outcome(settings, store, job_id, rec, "failed", None, {"code": exc.code, "message": exc.message})
         store.fail(job_id, exc.code, exc.message)
     except JobTimeoutException as exc:
         store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s: {exc}")
@@ -107,4 +110,6 @@ def _execute(
         if lease.lost:  # finished, but a retry may own the record now: do not overwrite it
             log.warning("job %s finished after losing its lease; result not recorded", job_id)
             return
-        store.succeed(job_id, result)
+        rec = {"owner": store.get(job_id)["owner"], "spec": raw_spec}  # type: ignore[index]
+        tracked = track_outcome(settings, store, job_id, rec, "succeeded", result)  # MLflow, when configured
+        store.succeed(job_id, result if tracked is None else {**result, "mlflow": tracked})
