@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -396,7 +396,9 @@ class CurveditClient:
         self._json("DELETE", f"/v1/factors/{_segment(key, 'factor key')}")
 
     # --- webhooks -----------------------------------------------------------------------------
-    def add_webhook(self, url: str, events: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
+    def add_webhook(
+        self, url: str, events: Sequence[str] | None = None, description: str | None = None
+    ) -> dict[str, Any]:
         """POST /v1/webhooks; the answer holds the signing ``secret`` (shown only this once)."""
         body: dict[str, Any] = {"url": url}
         if events:

@@ -24,6 +24,7 @@ import redis
 from contract import keys
 
 Record = dict[str, Any]
+Records = list[Record]
 PENDING, RETRYING, SUCCEEDED, FAILED = "pending", "retrying", "succeeded", "failed"
 DELIVERY_STATUSES = (PENDING, RETRYING, SUCCEEDED, FAILED)
 MAX_ENDPOINTS_PER_OWNER = 50
@@ -65,7 +66,7 @@ class WebhookStore:
         description: str | None = None,
         job_id: str | None = None,
     ) -> Record:
-        endpoint = {
+        endpoint: Record = {
             "id": new_webhook_id(),
             "owner": owner,
             "url": url,
@@ -90,7 +91,7 @@ class WebhookStore:
         raw = self.r.get(keys.webhook(webhook_id))
         return json.loads(_s(raw)) if raw is not None else None
 
-    def list(self, owner: str, *, cursor: str | None = None, limit: int = 20) -> tuple[list[Record], str | None]:
+    def list(self, owner: str, *, cursor: str | None = None, limit: int = 20) -> tuple[Records, str | None]:
         """Newest first; ``cursor`` is the previous page's ``next_cursor``."""
         top = f"({cursor}" if cursor else "+"
         ids = [_s(i) for i in self.r.zrevrangebylex(keys.webhooks_owner(owner), top, "-", start=0, num=limit + 1)]
@@ -111,7 +112,7 @@ class WebhookStore:
                 pipe.delete(keys.webhook_delivery(did))
             pipe.execute()
 
-    def subscribers(self, owner: str, job_id: str, event: str) -> list[Record]:
+    def subscribers(self, owner: str, job_id: str, event: str) -> Records:
         """Endpoints that receive ``event`` of job ``job_id``: the owner's registered endpoints and
         the job's own ``notify`` endpoint(s), each subscribed to ``event``."""
         ids = [_s(i) for i in self.r.zrange(keys.webhooks_owner(owner), 0, -1)]
@@ -135,9 +136,7 @@ class WebhookStore:
         raw = self.r.get(keys.webhook_delivery(delivery_id))
         return json.loads(_s(raw)) if raw is not None else None
 
-    def deliveries(
-        self, webhook_id: str, *, cursor: str | None = None, limit: int = 20
-    ) -> tuple[list[Record], str | None]:
+    def deliveries(self, webhook_id: str, *, cursor: str | None = None, limit: int = 20) -> tuple[Records, str | None]:
         """A page of the endpoint's delivery log, newest first (expired entries are skipped)."""
         top = f"({cursor}" if cursor else "+"
         index = keys.webhook_deliveries(webhook_id)
