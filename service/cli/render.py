@@ -1,5 +1,7 @@
 """Rich rendering for the CLI: the live per-stage progress display, job summaries, the before/after
-metrics table and generic item tables. Tolerant of missing fields: it renders what the record has."""
+metrics table and generic item tables. A job's result is read as ``contract.results.JobResult``
+(metric names and labels from ``contract.results``, stage names from ``contract.stages``); the
+record's other fields are rendered as far as they are present."""
 
 from __future__ import annotations
 
@@ -8,42 +10,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contract.results import METRIC_LABELS, METRIC_SETTINGS, JobResult
 from contract.stages import STAGES
-
-# metric key (flattened, lower case) -> (label, lower is better); table rows follow this order.
-METRIC_LABELS: dict[str, tuple[str, bool]] = {
-    "recitation.strict_rate": ("recitation (strict)", True),
-    "recitation.loose_rate": ("recitation (loose)", True),
-    "recitation.mean_normalized_distance": ("recitation distance", False),
-    "perplexity.perplexity": ("perplexity", True),
-    "perplexity.mean_nll": ("mean NLL", True),
-    "agreement.ndcg": ("agreement nDCG@k", False),
-    "agreement.top1_agreement": ("agreement top-1", False),
-    "agreement.topk_overlap": ("agreement top-k overlap", False),
-}
-# Settings and raw sums that reports carry but that are not outcomes worth a row.
-SKIP_METRICS = frozenset(
-    {
-        "prefix_tokens",
-        "suffix_tokens",
-        "loose_threshold",
-        "seq_len",
-        "k",
-        "n",
-        "tokens",
-        "total_nll",
-        "strict_count",
-        "loose_count",
-        "sequences",
-        "positions",
-        "seconds",
-    }
-)
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -186,11 +160,11 @@ class JobProgress:
 
 # --- tables ----------------------------------------------------------------------------------------
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Numeric leaves as ``{"a.b": value}``, without settings/raw sums (``SKIP_METRICS``)."""
+    """Numeric leaves as ``{"a.b": value}``, without settings/raw sums (``METRIC_SETTINGS``)."""
     out: dict[str, Any] = {}
     if isinstance(data, Mapping):
         for k, v in data.items():
-            if str(k) not in SKIP_METRICS and str(k) != "rows":
+            if str(k) not in METRIC_SETTINGS and str(k) != "rows":
                 out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(data, int | float) and not isinstance(data, bool):
         out[prefix.rstrip(".")] = data
@@ -205,66 +179,51 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _roots(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    roots = [record]
-    if isinstance(record.get("result"), Mapping):
-        roots.append(record["result"])
-    return roots
+def job_result(record: Mapping[str, Any]) -> JobResult | None:
+    """The record's ``result`` as a ``JobResult`` (None: no result, or not one)."""
+    raw = record.get("result")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return JobResult.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def sweep_results(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-keep_mass results ``[{keep_mass, before, after, artifacts}]`` from a final job record.
-
-    Reads the pipeline's result (``result.results[i]`` with ``comparison`` rows, or ``metrics`` against
-    ``result.baseline``), at the top level of the record or under ``result``; also accepts
-    ``{"metrics": {"before": ..., "after": ...}}``."""
-    for root in _roots(record):
-        items = root.get("results") if isinstance(root.get("results"), list) else None
-        if items is None and isinstance(root.get("sweep"), list):
-            items = root["sweep"]
-        baseline = root.get("baseline") if isinstance(root.get("baseline"), Mapping) else {}
-        if items is None and isinstance(root.get("metrics"), Mapping):
-            items = [{"metrics": root["metrics"]}]
-        if not items:
-            continue
-        results = []
-        for item in items:
-            if not isinstance(item, Mapping):
+    """Per-keep_mass results ``[{keep_mass, before, after, artifacts, k}]`` of a final job record:
+    each sweep point's ``comparison`` rows, or its metrics against the baseline."""
+    result = job_result(record)
+    if result is None:
+        return []
+    baseline = flatten(result.baseline.model_dump(exclude_none=True))
+    out = []
+    for point in result.results:
+        if point.comparison:
+            rows = [r for r in point.comparison if r.metric.split(".")[-1] not in METRIC_SETTINGS]
+            before = {r.metric: r.before for r in rows}
+            after = {r.metric: r.after for r in rows}
+        else:
+            before, after = baseline, flatten(point.metrics.model_dump(exclude_none=True))
+            if not before and not after:
                 continue
-            raw_metrics = item.get("metrics")
-            metrics: Mapping[str, Any] = raw_metrics if isinstance(raw_metrics, Mapping) else {}
-            rows = item.get("comparison")
-            if isinstance(rows, list) and rows:
-                before = {r["metric"]: r.get("before") for r in rows if isinstance(r, Mapping) and "metric" in r}
-                after = {r["metric"]: r.get("after") for r in rows if isinstance(r, Mapping) and "metric" in r}
-                before = {k: v for k, v in before.items() if k.split(".")[-1] not in SKIP_METRICS}
-                after = {k: v for k, v in after.items() if k.split(".")[-1] not in SKIP_METRICS}
-            elif isinstance(metrics.get("before"), Mapping) or isinstance(metrics.get("after"), Mapping):
-                before, after = flatten(metrics.get("before") or {}), flatten(metrics.get("after") or {})
-            elif metrics or baseline:
-                before, after = flatten(baseline), flatten(metrics)
-            else:
-                continue
-            agreement = metrics.get("agreement")
-            results.append(
-                {
-                    "keep_mass": item.get("keep_mass"),
-                    "before": before,
-                    "after": after,
-                    "artifacts": item.get("artifacts") or None,
-                    "k": agreement.get("k") if isinstance(agreement, Mapping) else None,
-                }
-            )
-        return results
-    return []
+        agreement = point.metrics.agreement
+        out.append(
+            {
+                "keep_mass": point.keep_mass,
+                "before": before,
+                "after": after,
+                "artifacts": point.artifacts or None,
+                "k": agreement.k if agreement is not None else None,
+            }
+        )
+    return out
 
 
 def job_artifacts(record: Mapping[str, Any]) -> Any:
-    for root in _roots(record):
-        if root.get("artifacts"):
-            return root["artifacts"]
-        if isinstance(root.get("output"), Mapping) and root["output"].get("dir"):
-            return root["output"]["dir"]
+    result = job_result(record)
+    if result is not None and result.output is not None:
+        return result.output.dir
     return None
 
 
@@ -320,17 +279,13 @@ def print_results(console: Console, record: Mapping[str, Any]) -> None:
 
 def stage_timings(record: Mapping[str, Any]) -> str:
     """``load_model 3.1s, collect_factors 0.2s (cached), ...`` from the result's timings."""
-    for root in _roots(record):
-        timings = root.get("timings")
-        if isinstance(timings, Mapping) and timings:
-            cached = cached_stages(record) | {str(k) for k, v in (root.get("cached_stages") or {}).items() if v}
-            parts = [
-                f"{name} {float(sec):.1f}s" + (" (cached)" if name in cached else "")
-                for name, sec in timings.items()
-                if isinstance(sec, int | float)
-            ]
-            return ", ".join(parts)
-    return ""
+    result = job_result(record)
+    if result is None or not result.timings:
+        return ""
+    cached = cached_stages(record) | {name for name, hit in result.cached_stages.items() if hit}
+    return ", ".join(
+        f"{name} {sec:.1f}s" + (" (cached)" if name in cached else "") for name, sec in result.timings.items()
+    )
 
 
 def format_artifacts(art: Any) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from contract.results import JobResult, Metrics, OutputInfo, StageCache, SweepPoint, TargetInfo
+from contract.search import SearchResult
 from contract.settings import Settings
 from contract.spec import EditJobSpec, KeepMassOverride
 from workers.artifact_index import add_file_indexes
@@ -126,11 +128,9 @@ def run_pipeline(
     cache: FactorCache | None,
     fanout: ShardFanout | None = None,
 ) -> dict[str, Any]:
-    """Run one edit job; returns the job result (JSON-serialisable).
+    """Run one edit job; returns the job result: a ``contract.results.JobResult`` in its JSON form
+    (``JobResult.to_json()``, what the job record stores).
 
-    Result: ``{"results": [{keep_mass, layers, metrics, comparison, artifacts}], "baseline": metrics,
-    "cache": {stage: {hits, misses}}, "cached_stages": {stage: bool}, "timings": {stage: s},
-    "targets": [...], "fingerprints": {...}, "output": {...}}``.
     ``fanout`` (optional) offers factor-collection shards to other workers when
     ``settings.collect_shards > 1``. Raises ``PipelineError`` (typed failure) or ``JobCancelled``."""
     with _typed_errors():
@@ -338,17 +338,16 @@ def _run(
     clock.close()
     _write_params(params, originals)
     clock.timings["total"] = round(time.perf_counter() - t_start, 4)
-    out: dict[str, Any] = {
-        "results": points,
-        "baseline": baseline,
-        "cache": curv.cache,
-        "cached_stages": dict(clock.cached),
-        "timings": dict(clock.timings),
-        "tokens": curv.tokens,
-        "targets": common["targets"],
-        "fingerprints": {"model": fingerprints["model"], "calibration": fingerprints["calibration"]},
-        "output": {"dir": str(out_dir), "relative_dir": out_rel, "sweep": not single},
-    }
-    if search is not None:
-        out["search"] = search
-    return out
+    result = JobResult(
+        results=[SweepPoint.model_validate(p) for p in points],
+        baseline=Metrics.model_validate(baseline),
+        cache={stage: StageCache.model_validate(c) for stage, c in curv.cache.items()},
+        cached_stages=dict(clock.cached),
+        timings=dict(clock.timings),
+        tokens=curv.tokens,
+        targets=[TargetInfo.model_validate(t) for t in common["targets"]],
+        fingerprints={"model": fingerprints["model"], "calibration": fingerprints["calibration"]},
+        output=OutputInfo(dir=str(out_dir), relative_dir=out_rel, sweep=not single),
+        **({"search": SearchResult.model_validate(search)} if search is not None else {}),
+    )
+    return result.to_json()
