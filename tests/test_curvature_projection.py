@@ -135,3 +135,38 @@ def test_eigenbases_decompose_shared_A_once() -> None:
     eig = eigenbases(factors)
     assert eig[targets[0].name][1] is eig[targets[1].name][1]
     assert isinstance(eig[targets[0].name][0], Eigen)
+
+
+def test_sweep_with_reused_rotations_equals_per_rho_recomputation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sweep computes C = U_G^T W U_A once per target; every point must be bit-for-bit the
+    # weight a fresh edit of the original weights at that rho gives (and report the same).
+    from workers.curvature import edit as edit_module
+    from workers.curvature.edit import Rotations
+
+    model, targets, factors = _tiny_edit_setup()
+    eig = eigenbases(factors)
+    originals = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rotations = Rotations()
+    calls: list[str] = []
+    real_rotate = edit_module.rotate
+
+    def counting_rotate(w: torch.Tensor, u_g: torch.Tensor, u_a: torch.Tensor) -> torch.Tensor:
+        calls.append(str(tuple(w.shape)))
+        return real_rotate(w, u_g, u_a)
+
+    monkeypatch.setattr(edit_module, "rotate", counting_rotate)
+    for rho in (0.3, 0.7, 0.95, 1.0, 0.5):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(originals[n])
+        fresh = copy.deepcopy(model)
+        want_reports = apply_edit(fresh, targets, eig, rho)
+        got_reports = apply_edit(model, targets, eig, rho, rotations)
+        assert got_reports == want_reports
+        for n, p in model.named_parameters():
+            assert torch.equal(p, dict(fresh.named_parameters())[n]), (rho, n)
+        if rho < 1.0:  # the point really edits
+            assert any(not torch.equal(originals[f"{t.name}.weight"], t.module(model).weight) for t in targets)
+    # fresh edits rotate once per target and point (4 editing points); the sweep once per target
+    assert len(rotations) == len(targets)
+    assert len(calls) == 4 * len(targets) + len(targets)

@@ -11,7 +11,7 @@ weights. Typical use::
 """
 
 from workers.curvature.calibration import count_tokens, iter_batches, pack_texts, pack_texts_masked
-from workers.curvature.edit import LayerReport, apply_edit, edit_target
+from workers.curvature.edit import LayerReport, Rotations, apply_edit, edit_target
 from workers.curvature.eigen import Eigen, eigenbases, eigendecompose
 from workers.curvature.factors import KFACFactors, collect_factors, merge_factors
 from workers.curvature.projection import project
@@ -23,6 +23,7 @@ __all__ = [
     "Eigen",
     "KFACFactors",
     "LayerReport",
+    "Rotations",
     "TargetError",
     "apply_edit",
     "collect_factors",

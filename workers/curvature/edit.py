@@ -4,6 +4,11 @@ For each target the G- and A-eigenbases give a mask (``selection.curvature_mask`
 target's ``keep_mass``) and the weight is replaced by its projection (``projection.project``),
 transposing GPT-2 ``Conv1D`` weights (stored (in, out)). Biases are untouched. Returns one
 ``LayerReport`` per target.
+
+A ρ sweep passes one ``Rotations`` to every ``apply_edit`` call: ``C = U_G^T W U_A`` is then
+computed once per target (from the weights of the first call, which must be the originals) and
+each ρ costs only its selection, the mask and one back-rotation. The statistics come from the
+per-row keep counts (O(m + n)), not from the (m, n) mask.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import torch
 from torch import nn
 
 from workers.curvature.eigen import Eigen
-from workers.curvature.projection import project
-from workers.curvature.selection import curvature_mask, selection_stats
+from workers.curvature.projection import rotate, unrotate
+from workers.curvature.selection import keep_counts, mask_from_counts, stats_from_counts
 from workers.curvature.targets import EditTarget, module_weight
 
 KeepMassArg = float | Callable[[EditTarget], float]
@@ -54,8 +59,35 @@ def weight_matrix(target: EditTarget, module: nn.Module) -> torch.Tensor:
     return w
 
 
-def edit_target(model: nn.Module, target: EditTarget, g_eig: Eigen, a_eig: Eigen, keep_mass: float) -> LayerReport:
-    """Edit one target in place and report it."""
+class Rotations:
+    """``C = U_G^T W U_A`` per target name, computed on first use and reused (see module docstring).
+
+    Holds one float32 (out, in) matrix per target on the weight's device; create one per sweep
+    over the same original weights and eigenbases, and drop it afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, torch.Tensor] = {}
+
+    def get(self, target: EditTarget, weight: torch.Tensor, g_eig: Eigen, a_eig: Eigen) -> torch.Tensor:
+        c = self._by_name.get(target.name)
+        if c is None:
+            c = self._by_name[target.name] = rotate(weight, g_eig.vectors, a_eig.vectors)
+        return c
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+def edit_target(
+    model: nn.Module,
+    target: EditTarget,
+    g_eig: Eigen,
+    a_eig: Eigen,
+    keep_mass: float,
+    rotations: Rotations | None = None,
+) -> LayerReport:
+    """Edit one target in place and report it (``rotations``: reuse ``C`` across a sweep)."""
     module = target.module(model)
     w = weight_matrix(target, module)
     if g_eig.values.numel() != target.out_features or a_eig.values.numel() != target.in_features:
@@ -64,14 +96,20 @@ def edit_target(model: nn.Module, target: EditTarget, g_eig: Eigen, a_eig: Eigen
             f"got ({g_eig.values.numel()}, {a_eig.values.numel()})"
         )
     dev = w.device
-    mask = curvature_mask(g_eig.values.to(dev), a_eig.values.to(dev), keep_mass)
-    stats = selection_stats(mask, g_eig.values, a_eig.values)
+    counts = keep_counts(g_eig.values, a_eig.values, keep_mass)
+    stats = stats_from_counts(counts, g_eig.values, a_eig.values)
     with torch.no_grad():
-        new = project(w, g_eig.vectors, a_eig.vectors, mask)
-        w32 = w.detach().float()
-        norm = float(w32.norm())
-        change = float((new.float() - w32).norm()) / norm if norm > 0 else 0.0
-        w.copy_(new)  # ``w`` is a view of the parameter (transposed for Conv1D)
+        if stats["kept_pairs"] == stats["total_pairs"]:
+            change = 0.0  # every pair kept: the projection is the identity
+        else:
+            c = rotate(w, g_eig.vectors, a_eig.vectors) if rotations is None else rotations.get(target, w, g_eig, a_eig)
+            mask = mask_from_counts(counts, target.in_features).to(dev)
+            new = unrotate(c, g_eig.vectors, a_eig.vectors, mask, w.dtype)
+            del mask
+            w32 = w.detach().float()
+            norm = float(w32.norm())
+            change = float((new.float() - w32).norm()) / norm if norm > 0 else 0.0
+            w.copy_(new)  # ``w`` is a view of the parameter (transposed for Conv1D)
     return LayerReport(
         name=target.name,
         layer=target.layer,
@@ -92,8 +130,10 @@ def apply_edit(
     targets: Sequence[EditTarget],
     eigens: Mapping[str, tuple[Eigen, Eigen]],
     keep_mass: KeepMassArg,
+    rotations: Rotations | None = None,
 ) -> list[LayerReport]:
-    """Edit every target in place; ``eigens[name] = (G-eigen, A-eigen)``; ``keep_mass`` per target."""
+    """Edit every target in place; ``eigens[name] = (G-eigen, A-eigen)``; ``keep_mass`` per target;
+    ``rotations`` reuses each target's ``C`` across the calls of a sweep."""
     missing = [t.name for t in targets if t.name not in eigens]
     if missing:
         raise ValueError(f"no eigenbases for targets {missing}; have {sorted(eigens)}")
@@ -101,5 +141,5 @@ def apply_edit(
     for t in targets:
         rho = keep_mass(t) if callable(keep_mass) else keep_mass
         g_eig, a_eig = eigens[t.name]
-        reports.append(edit_target(model, t, g_eig, a_eig, rho))
+        reports.append(edit_target(model, t, g_eig, a_eig, rho, rotations))
     return reports

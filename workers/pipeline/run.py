@@ -27,7 +27,7 @@ from workers.artifact_index import add_file_indexes
 from workers.artifacts import library_versions, staging_dir, write_manifest, write_result
 from workers.cache import FactorCache
 from workers.cache.guarded import GuardedCache
-from workers.curvature import EditTarget, TargetError, apply_edit, resolve_targets
+from workers.curvature import EditTarget, Rotations, TargetError, apply_edit, resolve_targets
 from workers.curvature.targets import num_layers
 from workers.evaluation import compare
 from workers.pipeline.confine import confined
@@ -209,6 +209,8 @@ def _run(
     params = dict(model.named_parameters())
     pnames = [f"{t.name}.weight" for t in targets]
     originals = _snapshot(params, pnames)
+    # A sweep rotates each target once (C = U_G^T W U_A of the originals) and reuses C per point.
+    rotations = Rotations() if len(sweep) > 1 else None
     n_layers = num_layers(model)
     points: list[dict[str, Any]] = []
     # Edited copies are kept in host memory when they fit EDITED_COPIES_BYTES; otherwise a point is
@@ -219,7 +221,7 @@ def _run(
     for i, rho in enumerate(sweep):
         _check_cancel(reporter, "edit")
         _write_params(params, originals)
-        reports = apply_edit(model, targets, curv.eigens, keep_mass_for(rho, spec.edit.overrides, n_layers))
+        reports = apply_edit(model, targets, curv.eigens, keep_mass_for(rho, spec.edit.overrides, n_layers), rotations)
         edited.append(_snapshot(params, pnames) if keep_copies else None)
         layers = [r.to_dict() for r in reports]
         points.append({"keep_mass": rho, "layers": layers, "metrics": {}, "comparison": [], "artifacts": {}})
@@ -233,7 +235,7 @@ def _run(
             _write_params(params, copy)
             return copy
         _write_params(params, originals)
-        apply_edit(model, targets, curv.eigens, keep_mass_for(sweep[i], spec.edit.overrides, n_layers))
+        apply_edit(model, targets, curv.eigens, keep_mass_for(sweep[i], spec.edit.overrides, n_layers), rotations)
         return _snapshot(params, pnames)
 
     # ---- evaluate: baseline (and agreement reference) on the original weights, then each point
