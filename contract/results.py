@@ -207,6 +207,11 @@ class JobRecord(BaseModel):
         default=None, description="Set on success: metrics, per-sweep-point results, artifact locations."
     )
     error: JobError | None = Field(default=None, description="Set on failure only.")
+    estimate: dict[str, Any] | None = Field(
+        default=None,
+        description="Preflight at submission (contract.preflight): peak_gb per device with its memory terms, "
+        "seconds at the configured device throughput, and whether it fits the worker memory.",
+    )
     cancel_requested: bool = False
     worker: str | None = None
     attempts: int = 0

@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     # --- Workers -----------------------------------------------------------------------------
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'.")
     device_map: str | None = Field(default=None, description="Passed to from_pretrained, e.g. 'auto'.")
+    worker_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory of one worker device in GiB: a job whose preflight peak exceeds it is refused "
+        "with a 422 naming the knob to change. Unset: no limit is enforced (the estimate is still recorded).",
+    )
+    worker_tflops: float = Field(
+        default=0.5, gt=0, description="Sustained TFLOP/s of one worker device, for the preflight time estimate."
+    )
+    worker_devices: int = Field(
+        default=1, ge=1, le=64, description="Devices per worker that CURVEDIT_DEVICE_MAP spreads the weights over."
+    )
 
     def key_table(self) -> dict[str, str]:
         """Map of api key -> owner name."""

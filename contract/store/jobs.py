@@ -59,6 +59,7 @@ _FIELDS = (
     "spec",
     "result",
     "error",
+    "estimate",
     "cancel_requested",
     "worker",
     "attempts",
@@ -167,9 +168,11 @@ class JobStore:
         self._append = self.r.register_script(_APPEND_EVENT_LUA)
 
     # ------------------------------------------------------------------ create / read
-    def create(self, owner: str, spec: dict[str, Any], *, job_id: str | None = None) -> dict[str, Any]:
+    def create(
+        self, owner: str, spec: dict[str, Any], *, job_id: str | None = None, estimate: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Store a new ``queued`` job and index it; returns the record. Raises ``ValueError`` if
-        ``job_id`` is taken."""
+        ``job_id`` is taken. ``estimate``: the preflight (``contract.preflight``), if any."""
         job_id = job_id or new_job_id()
         now = utcnow()
         rec = {
@@ -186,6 +189,7 @@ class JobStore:
             "spec": spec,
             "result": None,
             "error": None,
+            "estimate": estimate,
             "cancel_requested": False,
             "worker": None,
             "attempts": 0,

@@ -35,6 +35,7 @@ from service.api.routes.webhooks import check_target_url
 from service.errors import ApiError
 from service.event_stream import job_events
 from service.job_reader import CorruptRecord, JobReader
+from service.preflight import preflight
 from service.schemas.common import ERROR_RESPONSES, ErrorResponse
 from service.schemas.jobs import EditJob, EditJobCreate, EditJobList, JobEvent, JobStatus
 from service.stream_slots import StreamSlots
@@ -114,6 +115,7 @@ def create_edit_job(
             return replay
     job_id = new_job_id()
     resolved = validate_submission(body, settings, owner, datasets, job_id)
+    estimate = preflight(body, settings)  # 422 insufficient_memory when it cannot fit a worker
     if idem_key is not None:
         claimed = r.set(
             idem_key, json.dumps({"body_sha256": body_sha, "job_id": job_id}), nx=True, ex=settings.idempotency_ttl_s
@@ -125,7 +127,7 @@ def create_edit_job(
                 response.headers["Location"] = f"/v1/edit-jobs/{replay['id']}"
                 return replay
     notify_webhook = _notify_endpoint(body, r, settings, owner, job_id)
-    rec = store.create(owner, resolved, job_id=job_id)
+    rec = store.create(owner, resolved, job_id=job_id, estimate=estimate)
     try:
         enqueue_job(r, settings, job_id)
     except Exception as exc:

@@ -1,0 +1,264 @@
+"""Preflight: a job's peak memory per device and its time, estimated before it runs (no torch).
+
+The gateway calls ``estimate_job`` at submission with ``config.json`` and the checkpoint's tensor
+shapes (from the safetensors headers) and stores the result in the job record as ``estimate``; a
+job whose peak exceeds ``CURVEDIT_WORKER_MEMORY_GB`` is refused with a 422 that names the knob to
+change (``check_fits``). The worker can call the same function with the loaded model's config and
+parameter shapes. The model is a sum of named terms, each in bytes (see ``docs/performance.md``):
+
+- ``weights``: every checkpoint tensor, in the load dtype (``model.dtype``; ``auto`` = the
+  config's ``torch_dtype``, else float32). With ``CURVEDIT_DEVICE_MAP`` set the weights spread
+  over ``CURVEDIT_WORKER_DEVICES`` devices; everything else is counted on one device.
+- ``accumulators``: float32 ``A`` (in x in) and ``G`` (out x out) sums per edited target.
+- ``activations``: what autograd keeps per token (``batch_size x seq_len`` tokens) for the decoder
+  layers from the earliest edited one to the top — per layer ``ACT_HIDDEN`` hidden-size and
+  ``ACT_INTERMEDIATE`` MLP-size vectors in the load dtype, the attention probabilities (heads x
+  seq_len), and the captured inputs and output gradients of the edited targets (float32) — plus the
+  transient activations of one layer below the cut and the final hidden states and their gradient.
+- ``logits_chunk``: ``LOGITS_COPIES`` float32 (chunk x vocabulary) blocks (logits, probabilities,
+  their gradient), chunk = ``min(curvature.logits_chunk, batch_size x seq_len)``.
+- ``eigen``: eigenvectors of every factor (``curvature.eig_dtype``) plus one eigh workspace of the
+  largest factor; ``rotations``: a sweep's float32 ``C = U_G^T W U_A`` per target.
+- ``runtime``: a constant for the interpreter and libraries (``RUNTIME_BYTES``, measured).
+
+Phases do not all coexist: the peak is ``weights + accumulators + max(collection, eigen, edit)
++ runtime`` with collection = activations + logits chunk, eigen = eigenvectors + workspace and
+edit = eigenvectors + rotations. Time is FLOPs / ``CURVEDIT_WORKER_TFLOPS``: forward 2 x (matrix
+parameters) per token plus attention, the backward from the top to the cut (input gradients only,
+about one forward of those layers), the factor products (2 in^2 + 2 samples out^2 per token per
+target), 10 n^3 per eigendecomposition and 4 (out^2 in + out in^2) per target per sweep point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+GIB = 2**30
+ACT_HIDDEN = 10  # hidden-size vectors autograd keeps per token per decoder layer (norms, q, o, residuals)
+ACT_INTERMEDIATE = 5  # MLP-size vectors per token per layer (gate, up, activation, product, its grad)
+LOGITS_COPIES = 3
+# Interpreter, torch/transformers and allocator slack of a worker process, measured on CPU with
+# bench/bench_preflight.py (process peak minus the modelled terms: 137-157 MiB over four shapes).
+RUNTIME_BYTES = 160 * 2**20
+EIGH_FLOPS_PER_N3 = 10.0
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TargetShape:
+    """One edited linear map: its layer index (None: not in a decoder layer) and (out, in)."""
+
+    layer: int | None
+    out_features: int
+    in_features: int
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What the estimate needs from ``config.json`` and the tensor shapes."""
+
+    hidden: int
+    intermediate: int
+    vocab: int
+    layers: int
+    heads: int
+    kv_dim: int  # width of k (and of v)
+    params: int  # every checkpoint tensor's element count
+    matrix_params: int  # element count of the 2-D weights except embeddings (forward FLOPs / 2)
+    checkpoint_dtype: str
+
+
+def _cfg(config: Mapping[str, Any], *names: str, default: int = 0) -> int:
+    sub = config.get("text_config")
+    for c in (config, sub if isinstance(sub, Mapping) else {}):
+        for n in names:
+            v = c.get(n)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return default
+
+
+def model_dims(config: Mapping[str, Any], shapes: Mapping[str, Shape | None]) -> ModelDims:
+    """Sizes from ``config.json`` (Llama-, GPT-2- and NeoX-style names) and the tensor shapes."""
+    hidden = _cfg(config, "hidden_size", "n_embd", "d_model")
+    heads = _cfg(config, "num_attention_heads", "n_head", default=1)
+    kv_heads = _cfg(config, "num_key_value_heads", default=heads)
+    known = [s for s in shapes.values() if s is not None]
+    params = sum(_numel(s) for s in known)
+    embeddings = {n for n in shapes if any(p in n for p in ("embed", "wte", "wpe"))}
+    matrix = sum(_numel(s) for n, s in shapes.items() if s is not None and len(s) == 2 and n not in embeddings)
+    vocab = _cfg(config, "vocab_size", "n_vocab")
+    tied = bool(config.get("tie_word_embeddings", True)) and not any("lm_head" in n for n in shapes)
+    if tied and vocab and hidden:
+        matrix += vocab * hidden  # the tied head multiplies like any output projection
+    dtype = str(config.get("torch_dtype") or (config.get("text_config") or {}).get("torch_dtype") or "float32")
+    return ModelDims(
+        hidden=hidden,
+        intermediate=_cfg(config, "intermediate_size", "n_inner", default=4 * hidden),
+        vocab=vocab,
+        layers=_cfg(config, "num_hidden_layers", "n_layer", "num_layers"),
+        heads=heads,
+        kv_dim=hidden // heads * kv_heads if heads else hidden,
+        params=params,
+        matrix_params=matrix,
+        checkpoint_dtype=dtype if dtype in DTYPE_BYTES else "float32",
+    )
+
+
+def _numel(shape: Shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """The spec fields the estimate reads (``contract.spec.EditJobSpec`` -> ``job_shape``)."""
+
+    dtype: str  # model.dtype ('auto' = the checkpoint's)
+    batch_size: int
+    seq_len: int
+    max_tokens: int
+    logits_chunk: int
+    samples: int
+    eig_dtype: str
+    sweep_points: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The worker the job will run on (from Settings)."""
+
+    memory_gb: float | None = None  # None: no limit is enforced
+    tflops: float = 0.5
+    devices: int = 1
+    device_map: str | None = None
+
+
+@dataclass
+class Estimate:
+    """Peak bytes per device (with its terms) and seconds, as stored in the job record."""
+
+    peak_bytes: int
+    peak_gb: float
+    memory: dict[str, int]
+    phase_bytes: dict[str, int]
+    flops: dict[str, float]
+    seconds: float
+    tflops: float
+    memory_limit_gb: float | None
+    fits: bool
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, capacity: Capacity) -> Estimate:
+    """Memory per device and time of one edit job (see the module docstring for the model)."""
+    load = dims.checkpoint_dtype if job.dtype == "auto" else job.dtype
+    wb = DTYPE_BYTES.get(load, 4)
+    eb = DTYPE_BYTES.get(job.eig_dtype, 4)
+    tokens_per_batch = job.batch_size * job.seq_len
+    weights = dims.params * wb
+    if capacity.device_map and capacity.devices > 1:
+        weights = -(-weights // capacity.devices)
+    sq = [t.in_features**2 + t.out_features**2 for t in targets]
+    accumulators = 4 * sum(sq)
+    layers_idx = [t.layer for t in targets if t.layer is not None]
+    first = min(layers_idx) if layers_idx else 0
+    above = max(dims.layers - first, 1)
+    per_layer_token = (
+        wb * (ACT_HIDDEN * dims.hidden + 2 * dims.kv_dim + ACT_INTERMEDIATE * dims.intermediate)
+        + wb * dims.heads * job.seq_len
+    )
+    captured = 4 * sum(t.in_features + t.out_features for t in targets)
+    below = wb * (4 * dims.hidden + 3 * dims.intermediate + dims.heads * job.seq_len)
+    final = 2 * 4 * dims.hidden
+    activations = tokens_per_batch * (above * per_layer_token + captured + below + final)
+    chunk = min(job.logits_chunk, tokens_per_batch)
+    logits = LOGITS_COPIES * 4 * chunk * dims.vocab + 8 * chunk * job.samples
+    largest = max((max(t.in_features, t.out_features) for t in targets), default=0)
+    eigvecs = eb * sum(sq)
+    workspace = 2 * eb * largest**2
+    rotations = 4 * sum(t.in_features * t.out_features for t in targets) if job.sweep_points > 1 else 0
+    phases = {
+        "collection": activations + logits,
+        "eigen": eigvecs + workspace,
+        "edit": eigvecs + rotations,
+    }
+    peak = weights + accumulators + max(phases.values()) + RUNTIME_BYTES
+
+    tokens = job.max_tokens
+    forward = 2.0 * dims.matrix_params + 4.0 * dims.layers * job.seq_len * dims.hidden / 2
+    backward = (2.0 * dims.matrix_params * above / max(dims.layers, 1)) + 2.0 * dims.vocab * dims.hidden
+    factor_products = sum(2.0 * t.in_features**2 + 2.0 * job.samples * t.out_features**2 for t in targets)
+    flops = {
+        "collection": tokens * (forward + backward + factor_products),
+        "eigen": EIGH_FLOPS_PER_N3 * sum(float(t.in_features) ** 3 + float(t.out_features) ** 3 for t in targets),
+        "projection": job.sweep_points
+        * sum(4.0 * (t.out_features**2 * t.in_features + t.out_features * t.in_features**2) for t in targets),
+    }
+    limit = capacity.memory_gb
+    return Estimate(
+        peak_bytes=int(peak),
+        peak_gb=round(peak / GIB, 3),
+        memory={
+            "weights": int(weights),
+            "accumulators": int(accumulators),
+            "activations": int(activations),
+            "logits_chunk": int(logits),
+            "eigenvectors": int(eigvecs + workspace),
+            "rotations": int(rotations),
+            "runtime": RUNTIME_BYTES,
+        },
+        phase_bytes={k: int(v) for k, v in phases.items()},
+        flops=flops,
+        seconds=round(sum(flops.values()) / (capacity.tflops * 1e12), 3),
+        tflops=capacity.tflops,
+        memory_limit_gb=limit,
+        fits=limit is None or peak <= limit * GIB,
+        assumptions={
+            "load_dtype": load,
+            "tokens": tokens,
+            "tokens_per_batch": tokens_per_batch,
+            "logits_chunk_positions": chunk,
+            "targets": len(targets),
+            "layers_with_activations": above,
+            "devices_for_weights": capacity.devices if capacity.device_map else 1,
+        },
+    )
+
+
+def knob_advice(est: Estimate, job: JobShape) -> str:
+    """Which setting to change, largest memory term first, for a job that does not fit."""
+    terms = sorted(est.memory.items(), key=lambda kv: -kv[1])
+    advice = []
+    for name, _ in terms:
+        if name == "activations" and job.batch_size > 1:
+            advice.append(f"lower calibration.batch_size (now {job.batch_size})")
+        elif name == "weights":
+            if est.assumptions["load_dtype"] == "float32":
+                advice.append("load the model in model.dtype 'bfloat16'")
+            advice.append("spread the weights over devices with CURVEDIT_DEVICE_MAP (e.g. 'auto')")
+        elif name == "logits_chunk" and job.logits_chunk > 64:
+            advice.append(f"lower curvature.logits_chunk (now {job.logits_chunk})")
+        elif name in ("accumulators", "eigenvectors"):
+            advice.append("edit fewer layers or projections (edit.layers / edit.projections)")
+    return "; ".join(dict.fromkeys(advice)) or "edit fewer targets"
+
+
+def check_fits(est: Estimate, job: JobShape) -> str | None:
+    """None when the job fits the worker's memory; else the message of the 422."""
+    if est.fits or est.memory_limit_gb is None:
+        return None
+    top = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in sorted(est.memory.items(), key=lambda kv: -kv[1]) if v)
+    return (
+        f"the job needs about {est.peak_gb:.2f} GiB per device but workers have "
+        f"CURVEDIT_WORKER_MEMORY_GB={est.memory_limit_gb:g} ({top}): {knob_advice(est, job)}"
+    )
