@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,9 +90,26 @@ class Settings(BaseSettings):
     )
     mlflow_registry_uri: str | None = Field(default=None, description="Model registry URI; default: the tracking URI.")
     mlflow_experiment: str = Field(default="curvedit", min_length=1, description="Experiment the job runs go to.")
+    mlflow_artifact_location: str | None = Field(
+        default=None,
+        description="Artifact location of the experiment when curvedit creates it; default: the tracking "
+        "server's (for a sqlite:/// or directory store: ./mlruns under the worker's working directory).",
+    )
     mlflow_attempts: int = Field(default=3, ge=1, le=20, description="Attempts to log a job before giving up.")
     mlflow_backoff_s: float = Field(default=2.0, ge=0, description="Wait before the 2nd attempt; doubles after.")
     mlflow_log_model: bool = Field(default=True, description="Log the edited model of a one-result job.")
+
+    # --- Logs and traces (contract.logs, contract.tracing) ----------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per log line, with job_id and request_id."
+    )
+    log_level: str = Field(default="INFO", description="Root log level (DEBUG, INFO, WARNING, ...).")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="OpenTelemetry spans (gateway requests, jobs and their stages): off, printed, or OTLP/HTTP.",
+    )
+    otel_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; default: the SDK's.")
+    otel_service_name: str = Field(default="curvedit", description="service.name of the spans.")
 
     # --- Workers -----------------------------------------------------------------------------
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'.")

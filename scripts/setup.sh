@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv: a CPU build of torch first
 # (so nothing pulls a multi-GB CUDA build), then curvedit with its worker (torch, transformers, ...),
+# mlflow and otel (their tests run in CI),
 # dev and embedded-Redis extras. A gateway-only install is `pip install .` (no torch).
 # Idempotent: a second run only reinstalls when pyproject.toml changed.
 set -euo pipefail
@@ -18,5 +19,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
     || "$VENV/bin/python" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-"$VENV/bin/python" -m pip install -q -e '.[worker,dev,embedded]'
+"$VENV/bin/python" -m pip install -q -e '.[worker,dev,embedded,mlflow,otel]'
 touch "$stamp"

@@ -47,6 +47,7 @@ def env(tmp_path: Path, redis_url: str) -> Any:
         device="cpu",
         mlflow_tracking_uri=uri,
         mlflow_experiment="curvedit-test",
+        mlflow_artifact_location=str(tmp_path / "mlflow-artifacts"),
     )
     client = redis.Redis.from_url(redis_url)
     yield settings, JobStore(client), tmp_path

@@ -20,6 +20,8 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from contract import tracing
+from contract.logs import configure_logging, log_context
 from contract.settings import Settings, get_settings
 from contract.spec import EditJobSpec
 from contract.store.jobs import TERMINAL_STATUSES, JobStore
@@ -38,11 +40,29 @@ def run_edit_job(job_id: str, settings: Settings | None = None) -> dict[str, Any
     settings = settings or get_settings()
     if not settings.redis_url:
         raise RuntimeError("run_edit_job needs CURVEDIT_REDIS_URL")
+    observability(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        return _run(client, settings, job_id)
+        first = JobStore(client).get(job_id) or {}
+        # every log line of this job (and its pipeline) carries the job id and the submitting request's id
+        with log_context(job_id=job_id, request_id=first.get("request_id")):
+            log.info("job started (attempt %d)", int(first.get("attempts") or 0) + 1)
+            summary = _run(client, settings, job_id)
+            log.info("job ended: %s", summary.get("status"))
+        final = JobStore(client).get(job_id)
+        if final is not None and final["status"] in TERMINAL_STATUSES:
+            tracing.record_job_spans(final, request_id=first.get("request_id"))
+            tracing.flush()
+        return summary
     finally:
         client.close()
+
+
+def observability(settings: Settings) -> None:
+    """JSON logs and tracing in the work horse (a fresh interpreter), as the settings ask."""
+    if settings.log_format == "json":
+        configure_logging(settings)
+    tracing.setup_tracing(settings, "worker")
 
 
 def _run(client: redis.Redis, settings: Settings, job_id: str) -> dict[str, Any]:

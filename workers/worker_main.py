@@ -14,6 +14,7 @@ import redis
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
+from contract.logs import configure_logging
 from contract.settings import Settings, get_settings
 from contract.store.queue import get_queue
 from workers.lease import lease_ttl_s
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--name", default=None, help="worker name (default: RQ's)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(get_settings())  # CURVEDIT_LOG_FORMAT=json: one JSON object per line
     run_worker(burst=args.burst, name=args.name)
 
 

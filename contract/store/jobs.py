@@ -32,6 +32,7 @@ from typing import Any, cast
 import redis
 
 from contract import keys
+from contract.logs import request_id_var
 from contract.webhooks.events import event_name
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -193,6 +194,7 @@ class JobStore:
             "cancel_requested": False,
             "worker": None,
             "attempts": 0,
+            "request_id": request_id_var.get(),  # the submitting request (contract.logs): worker logs carry it
         }
         key = keys.job(job_id)
         with self.r.pipeline() as pipe:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from rq import get_current_job
 
+from contract.logs import log_context
 from contract.settings import Settings, get_settings
 from service.webhooks.addresses import AddressRefused, check_target
 from service.webhooks.queue import backoff_intervals
@@ -56,6 +57,12 @@ def deliver(delivery_id: str) -> dict[str, Any]:
     delivery = store.get_delivery(delivery_id)
     if delivery is None:
         return {"delivery": delivery_id, "outcome": "expired"}
+    with log_context(job_id=delivery["job_id"]):  # the delivery worker's log lines name the job
+        return _attempt(store, delivery, settings)
+
+
+def _attempt(store: WebhookStore, delivery: Record, settings: Settings) -> dict[str, Any]:
+    delivery_id = delivery["id"]
     endpoint = store.get(delivery["webhook_id"])
     if endpoint is None:
         _finish(store, delivery_id, FAILED, _no_request("the webhook endpoint was deleted"))

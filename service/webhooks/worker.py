@@ -19,6 +19,7 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from contract.logs import configure_logging
 from contract.settings import Settings, get_settings
 from service.webhooks import delivery
 from service.webhooks.outbox import OutboxSweeper
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service.webhooks.worker", description=__doc__)
     parser.add_argument("--name", default=None, help="worker and outbox consumer name (default: per host)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(get_settings())  # CURVEDIT_LOG_FORMAT=json: one JSON object per line
     run(name=args.name)
 
 

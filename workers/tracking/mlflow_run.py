@@ -93,9 +93,12 @@ def log_run(
     uri = str(settings.mlflow_tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=settings.mlflow_registry_uri or uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment is not None else client.create_experiment(settings.mlflow_experiment)
-    )
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        experiment_id = client.create_experiment(
+            settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_location
+        )
     tags = {JOB_TAG: job_id, "curvedit.owner": owner, "curvedit.status": status}
     if error:
         tags["curvedit.error_code"] = str(error.get("code"))
