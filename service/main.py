@@ -15,16 +15,14 @@ from contextlib import asynccontextmanager
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
-from contract.logs import configure_logging
 from contract.settings import Settings, get_settings
-from contract.tracing import setup_tracing
+from service.api.deps import reject_unknown_query
 from service.api.routes import artifacts, datasets, factors, health, jobs, webhooks
 from service.errors import install_error_handlers
 from service.event_stream import UpdateHub
-from service.log_context import LogContextMiddleware
 from service.metrics import build_registry
 from service.middleware import BodyLimitMiddleware, JsonTextMiddleware, RequestCounterMiddleware
 from service.request_id import RequestIdMiddleware
@@ -56,9 +54,6 @@ def open_async_redis(settings: Settings) -> aioredis.Redis:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if settings.log_format == "json":
-        configure_logging(settings)
-    setup_tracing(settings, "gateway")
     if not settings.key_table():
         log.warning("CURVEDIT_API_KEYS is empty: authentication is DISABLED (every request is 'anonymous')")
     if not settings.redis_url:
@@ -87,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "along the loss-curvature (K-FAC) spectrum. Errors: {error: {code, message, field}}; an unexpected "
         "error is a 500 with code 'internal' and the request id (also in every response's X-Request-ID).",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.redis = app.state.aredis = app.state.updates = None
@@ -110,7 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestCounterMiddleware, counter=request_counter, templates=templates)
-    app.add_middleware(LogContextMiddleware)  # inside RequestIdMiddleware: the id is set by then
     app.add_middleware(RequestIdMiddleware)
     return app
 

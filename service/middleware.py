@@ -104,9 +104,10 @@ async def _send_413(send: Send, limit: int, name: str) -> None:
 class JsonTextMiddleware:
     """422 ``invalid_text`` for a JSON body holding a lone UTF-16 surrogate (``"\\ud800"``), in a
     key or a value anywhere: such text cannot be encoded, so a record storing it could never be
-    sent back. ``field`` is the dotted JSON path (``calibration.texts[0]``). Runs inside
+    sent back; ``field`` is the dotted JSON path (``calibration.texts[0]``). 422
+    ``validation_error`` for a body that is not UTF-8 (or UTF-16/32) text at all. Runs inside
     ``BodyLimitMiddleware`` (the body is buffered only up to its limit), before any route sees
-    the body; a body that is not JSON at all is left to the route's own parsing."""
+    the body; text that is not JSON is left to the route's own parsing (its 422 names the spot)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -129,6 +130,17 @@ class JsonTextMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        undecodable = _not_utf8(body)
+        if undecodable is not None:
+            await _send_json(
+                send,
+                422,
+                error_body(
+                    "validation_error",
+                    f"malformed JSON in the request body: not UTF-8 text ({undecodable}); send UTF-8 encoded JSON",
+                ),
+            )
+            return
         field = _surrogate_field(body)
         if field is not None:
             shown = field or "the request body"
@@ -153,6 +165,17 @@ class JsonTextMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _not_utf8(body: bytes) -> str | None:
+    """Why ``body`` is neither UTF-8 nor UTF-16/32 JSON (which ``json.loads`` also accepts), or None."""
+    if body[:4].count(0) or body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return None  # UTF-16/32 (NULs or a byte-order mark): json.loads decodes it itself
+    try:
+        body.decode("utf-8", "surrogatepass")  # what json.loads does with bytes
+    except UnicodeDecodeError as exc:
+        return f"invalid byte 0x{body[exc.start]:02x} at offset {exc.start}"
+    return None
 
 
 def _surrogate_field(body: bytes) -> str | None:

@@ -221,6 +221,27 @@ def test_numeric_bounds_in_query_and_headers_are_422(
     assert err(r)["field"] == field
 
 
+def test_unknown_query_parameters_are_422_naming_them(env: Any) -> None:
+    client, _ = env
+    r = client.get("/v1/edit-jobs", params={"limt": "5"}, headers=auth())  # a typo is not silently ignored
+    assert r.status_code == 422 and err(r)["field"] == "limt" and "limit" in err(r)["message"]
+    job = _stored_job(client)
+    r = client.get(f"/v1/edit-jobs/{job}/events", params={"after": "1", "since": "2"}, headers=auth())
+    assert r.status_code == 422 and err(r)["field"] == "since"
+    assert client.get(f"/v1/edit-jobs/{job}/events", params={"after": "1"}, headers=auth()).status_code == 200
+
+
+def test_a_body_that_is_not_utf8_is_a_documented_422(env: Any) -> None:
+    client, _ = env
+    json_headers = {**auth(), "Content-Type": "application/json"}
+    r = client.post("/v1/edit-jobs", content=b'{"model": {"path": "\xff\xfe"}}', headers=json_headers)
+    assert r.status_code == 422 and "UTF-8" in err(r)["message"], r.text  # was an undocumented 400
+    utf16 = json.dumps(job_body()).encode("utf-16")  # JSON in UTF-16 stays accepted, as json.loads reads it
+    assert post_raw(client, "/v1/edit-jobs", "").status_code == 422
+    r = client.post("/v1/edit-jobs", content=utf16, headers=json_headers)
+    assert r.status_code == 202, r.text
+
+
 def test_the_largest_accepted_after_is_a_plain_empty_answer(env: Any) -> None:
     client, _ = env
     job = _stored_job(client)

@@ -108,6 +108,41 @@ async def _owner(
     return get_owner(settings, credentials)
 
 
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: object) -> frozenset[str]:
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        found: set[str] = set()
+        stack = [getattr(route, "dependant", None)]
+        while stack:
+            dependant = stack.pop()
+            if dependant is not None:
+                found.update(p.alias for p in dependant.query_params)
+                stack.extend(dependant.dependencies)
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    return names
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 naming a query parameter the route does not take: a mistyped ``?limt=5`` is an
+    error, not a silently ignored option (the OpenAPI schema lists every parameter there is)."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    allowed = _query_names(route)
+    for name in request.query_params:
+        if name not in allowed:
+            takes = ", ".join(sorted(allowed)) or "no query parameters"
+            raise ApiError(
+                422,
+                "validation_error",
+                f"unknown query parameter {name!r}; {request.url.path} takes: {takes}",
+                field=name or None,
+            )
+
+
 # Every dependency here is ``async def``: FastAPI runs plain ``def`` dependencies in the worker
 # thread pool, and the async routes (reads, event streams) must not touch it.
 OwnerDep = Annotated[str, Depends(_owner)]

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from contract.store.queue import live_workers
 from service.api.deps import RedisDep, SettingsDep
 from service.errors import error_body
+from service.schemas.common import ErrorResponse
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +23,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Redis reachable and at least one live worker")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis reachable and at least one live worker",
+    responses={503: {"model": ErrorResponse, "description": "Not ready (code not_ready): Redis or workers missing"}},
+)
 def readyz(r: RedisDep, settings: SettingsDep) -> Any:
     try:
         r.ping()
