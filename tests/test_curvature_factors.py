@@ -382,3 +382,16 @@ def test_samples_average_the_g_contributions_of_independent_labels() -> None:
     assert torch.equal(got[name].A_sum, one[name].A_sum) and not torch.allclose(got[name].G_sum, one[name].G_sum)
     with pytest.raises(ValueError, match="samples=2 needs fisher='sampled'"):
         collect_factors(model, batches, targets, fisher="empirical", samples=2)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_sample_groups_and_per_sample_backward_agree(group: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.curvature.factors as factors_mod
+
+    model = build_model("gpt_neox", vocab_size=V, seed=7, layers=3)
+    targets = resolve_targets(model, layers=[0, 2], projections=["up"])
+    batches = make_batches()
+    together = collect_factors(model, batches, targets, seed=4, samples=4)  # one vmapped backward of 4
+    monkeypatch.setattr(factors_mod, "SAMPLE_GROUP", group)  # 1: a backward per sample; 3: groups of 3 + 1
+    split = collect_factors(model, batches, targets, seed=4, samples=4)
+    assert _relative_error(split, together) <= 1e-6

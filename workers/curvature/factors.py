@@ -189,6 +189,27 @@ class _Collector:
             if g is not None:
                 accumulate_outer(self.G[name], self._rows(g, name), self.precision, alpha=alpha)
 
+    def accumulate_g_batched(self, root: torch.Tensor, grad_roots: torch.Tensor, *, alpha: float) -> bool:
+        """Like ``accumulate_g`` for k seeds ``grad_roots`` (k, *root.shape) in one vmapped backward.
+
+        Returns False (nothing accumulated) when the model has an op autograd cannot batch."""
+        if not self.outputs:
+            names = [t.name for t in self.targets]
+            raise ValueError(f"none of the targets {names} ran in the model's forward pass")
+        tensors = [t for _, t in self.outputs]
+        try:
+            grads = torch.autograd.grad(
+                root, tensors, grad_outputs=grad_roots, allow_unused=True, retain_graph=True, is_grads_batched=True
+            )
+        except (RuntimeError, NotImplementedError):  # pragma: no cover - depends on the model's ops
+            return False
+        for (name, _), g in zip(self.outputs, grads, strict=True):
+            if g is not None:
+                mask = self.valid_on(g.device)
+                rows = g[:, mask].reshape(-1, g.shape[-1]).float()  # (k * N, out)
+                accumulate_outer(self.G[name], rows, self.precision, alpha=alpha)
+        return True  # the graph (kept for a failed attempt's fallback) goes with the batch's tensors
+
     def finish_batch(self) -> None:
         self.outputs = []
 
@@ -298,6 +319,30 @@ def _labels_and_feature_grads(
     return grads
 
 
+SAMPLE_GROUP = 8  # samples per vmapped backward: k x the targets' output gradients in memory at once
+
+
+def _backward_samples(collector: _Collector, feats: torch.Tensor, feat_grads: list[torch.Tensor]) -> None:
+    """``G += (1/S) sum_s g_s g_s^T``: backward from ``feats`` once per sample, or in vmapped groups.
+
+    Groups of up to ``SAMPLE_GROUP`` samples run as one batched backward (``is_grads_batched``),
+    several times faster than one backward per sample on CPU; a model whose ops cannot be batched
+    falls back to one backward per sample (same result)."""
+    n = len(feat_grads)
+    alpha = 1.0 / n
+    start = 0
+    batched = n > 1
+    while start < n:
+        group = feat_grads[start : start + SAMPLE_GROUP]
+        if batched and len(group) > 1:
+            if collector.accumulate_g_batched(feats, torch.stack(group), alpha=alpha):
+                start += len(group)
+                continue
+            batched = False
+        collector.accumulate_g(feats, feat_grads[start], alpha=alpha, retain=start < n - 1)
+        start += 1
+
+
 def _collect(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
@@ -358,8 +403,7 @@ def _collect(
                         nxt[:, :-1] = input_ids[:, 1:]
                         next_tokens = nxt.to(out.device)[v]
                     feat_grads = _labels_and_feature_grads(feats, head, opts, uniforms, next_tokens)
-                    for s, grad in enumerate(feat_grads):
-                        collector.accumulate_g(feats, grad, alpha=1.0 / opts.samples, retain=s < opts.samples - 1)
+                    _backward_samples(collector, feats, feat_grads)
                     collector.finish_batch()
                     count += n_valid
                     del out, feats, feat_grads
