@@ -48,6 +48,7 @@ def plot_frontier(
     data: dict[str, Any] = {"points": [], "chosen": None, "box": None}
     xs = [100.0 * float(p.ppl_increase) for p in drawn]  # type: ignore[arg-type]
     xscale = "symlog" if xs and (max(xs) > 50.0 or min(xs) < -50.0) else "linear"
+    spots: dict[tuple[float, float], dict[str, list[str]]] = {}
     for k, layers in enumerate(sets):
         group = sorted((p for p in drawn if p.layers == layers), key=lambda p: p.keep_mass)
         colour = colours(k % colours.N)
@@ -79,14 +80,20 @@ def plot_frontier(
                     "chosen": p.chosen,
                 }
             )
-        if len(drawn) <= 30:
-            for p, x, y in zip(group, gx, gy, strict=True):
-                ax.annotate(f"ρ={p.keep_mass:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for p, x, y in zip(group, gx, gy, strict=True):
+            spots.setdefault((round(x, 1), round(y, 1)), {}).setdefault(p.layer_label, []).append(f"{p.keep_mass:.4g}")
+    if len(drawn) <= 30:  # one label per spot: points that coincide share it
+        for (x, y), by_set in spots.items():
+            parts = []
+            for layer_label, rhos in by_set.items():
+                text = "ρ=" + ", ".join(rhos[:4]) + (f" (+{len(rhos) - 4})" if len(rhos) > 4 else "")
+                parts.append(f"L{layer_label} {text}" if len(sets) > 1 else text)
+            ax.annotate("; ".join(parts), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if box is not None and (box.max_strict_rate is not None or box.max_ppl_increase is not None):
         ycap = 100.0 * box.max_strict_rate if box.max_strict_rate is not None else 100.0
         xcap = 100.0 * box.max_ppl_increase if box.max_ppl_increase is not None else max([*xs, 1.0])
         low = min([*xs, 0.0])
-        xlo = low - 0.02 * (max([*xs, xcap]) - low) if low < 0 else 0.0
+        xlo = low - 0.05 * max(max([*xs, 0.0]) - low, 0.1) if low < 0 else 0.0
         ax.add_patch(
             Rectangle(
                 (xlo, -2.0),
@@ -96,11 +103,16 @@ def plot_frontier(
                 alpha=0.12,
                 edgecolor="tab:green",
                 linestyle="--",
-                label="target box",
+                label=f"target box (strict ≤ {ycap:g} %, ppl ≤ {xcap:+g} %)",
                 zorder=1,
             )
         )
         data["box"] = {"x_max": xcap, "y_max": ycap}
+        if xs and xscale == "linear":  # a cap far beyond every trial would squash the trials to a line
+            span = max(max(xs) - xlo, 1e-3)
+            if xcap > max(xs) + 2 * span:
+                ax.set_xlim(xlo - 0.05 * span, max(xs) + 0.5 * span)
+                data["box"]["clipped"] = True
     chosen = next((p for p in drawn if p.chosen), None)
     if chosen is not None:
         cx, cy = 100.0 * float(chosen.ppl_increase), 100.0 * float(chosen.strict_rate)  # type: ignore[arg-type]
