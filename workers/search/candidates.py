@@ -62,6 +62,11 @@ class RhoScale:
         self._x0 = -math.log1p(-low)
         self._x1 = -math.log1p(-self.high)
 
+    def t(self, rho: float) -> float:
+        """Inverse of ``rho`` (clamped to [0, 1])."""
+        x = -math.log1p(-min(rho, self.high))
+        return min(1.0, max(0.0, (x - self._x0) / (self._x1 - self._x0)))
+
     def rho(self, t: float) -> float:
         if t <= 0.0:
             return self.low

@@ -22,7 +22,9 @@ Per layer set (all sets advance round-robin, one probe each per round, so an inc
 
 With screening, the probes run on subsampled forget/retain sets; then feasible screen trials are
 confirmed on the full sets in order of damage (ties: fewer layers, then larger rho) until one
-passes or the budget is spent. ``max_trials`` bounds every evaluation, screen and confirm alike.
+passes or the budget is spent; then up to ``REFINE_STEPS`` more bisection steps on the full sets
+push the chosen rho of that layer set up (less damage) while it stays feasible. ``max_trials``
+bounds every evaluation, screen and confirm alike.
 Choice: the confirmed feasible trial with the least retain damage (``perplexity_increase``), ties
 -> fewer edited layers. When none is feasible, ``chosen`` is the trial closest to the targets
 (least summed relative shortfall) and ``met`` is False.
@@ -39,6 +41,7 @@ from workers.search.candidates import RhoScale
 
 DEFAULT_TOL = 1.0 / 16.0
 FINE_TOL = 1.0 / 256.0
+REFINE_STEPS = 3
 Evaluator = Callable[[tuple[int, ...], float, bool], TrialMetrics]
 """``evaluate(layers, keep_mass, full)`` -> metrics; ``full`` False means the screening subsets."""
 
@@ -129,6 +132,7 @@ class SearchRun:
         screen: bool,
         tol: float = DEFAULT_TOL,
         fine_tol: float = FINE_TOL,
+        refine_steps: int = REFINE_STEPS,
         on_trial: Callable[[Trial, int], None] | None = None,
     ) -> None:
         if max_trials < 1:
@@ -144,6 +148,7 @@ class SearchRun:
         self.screen = screen
         self.tol = tol
         self.fine_tol = fine_tol
+        self.refine_steps = refine_steps
         self.on_trial = on_trial
         self.trials: list[Trial] = []
         self._seen: dict[tuple[tuple[int, ...], float, TrialStage], Trial] = {}
@@ -206,6 +211,28 @@ class SearchRun:
             if not progressed:
                 break
 
+    def _refine(self, chosen: Trial) -> Trial:
+        """Up to ``refine_steps`` more bisection steps on the full sets between the chosen rho and the
+        smallest rho of its layer set known to miss forget: the chosen point moves up (less damage)
+        while it stays feasible."""
+        layers = tuple(chosen.layers)
+        lo = self.scale.t(chosen.keep_mass)
+        misses = [self.scale.t(t.keep_mass) for t in self.trials if tuple(t.layers) == layers and not t.forget_met]
+        hi = min((m for m in misses if m > lo), default=1.0)
+        for _ in range(self.refine_steps):
+            if self._budget_left() <= 0 or hi - lo <= self.fine_tol:
+                break
+            mid = (lo + hi) / 2.0
+            trial = self._run(layers, self.scale.rho(mid), "confirm")
+            if trial.feasible:
+                chosen = min(chosen, trial, key=preference)
+                lo = mid
+            elif trial.forget_met:  # retain fails above a feasible rho: not monotone here, stop
+                break
+            else:
+                hi = mid
+        return chosen
+
     def run(self) -> SearchResult:
         stage: TrialStage = "screen" if self.screen else "confirm"
         reserve = min(3, max(1, self.max_trials // 8)) if self.screen else 0
@@ -223,6 +250,8 @@ class SearchRun:
         else:
             feasible = [t for t in self.trials if t.feasible]
             chosen = min(feasible, key=preference) if feasible else None
+        if chosen is not None:
+            chosen = self._refine(chosen)
         met = chosen is not None
         if chosen is None and self.trials:
             pool = [t for t in self.trials if t.stage == "confirm"] or self.trials
