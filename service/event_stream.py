@@ -4,8 +4,11 @@
 updates channel (``contract.keys.job_updates``); each open stream registers an ``asyncio.Event``
 for its job and the hub sets it when the job changes. The stream then reads what is new — the
 record and the events after the last one sent (``XRANGE`` on the job's events stream) — over the
-shared async connection pool. The wait also ends after ``poll_s`` without a message, so a stream
-keeps up even while the pub/sub connection is being re-established after a Redis restart.
+shared async connection pool. While subscribed, that read is shared: every stream of the same
+job at the same position awaits one read per update (and one rendering of its SSE text), so 200
+streams on a job cost about what one does in Redis round trips. The wait also ends after
+``poll_s`` without a message, so a stream keeps up (reading on its own) even while the pub/sub
+connection is being re-established after a Redis restart.
 
 Messages: ``retry``, ``event: log`` (id = seq) per event, ``event: job`` (the record) whenever
 status, stage or progress changes, ``: keepalive`` comments while quiet, and a final
@@ -22,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -38,13 +42,36 @@ _PREFIX, _SUFFIX = _PATTERN.split("*")
 EVENTS_PER_READ = 500
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One read of a job for its streams: the record (None: gone), the events after a position,
+    and their SSE text, rendered once."""
+
+    rec: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    job_text: str
+    event_texts: list[str]
+
+
+async def read_snapshot(reader: JobReader, job_id: str, after: int) -> Snapshot:
+    rec = await reader.get(job_id)
+    if rec is None:
+        return Snapshot(None, [], "", [])
+    events = await reader.events(job_id, after_seq=after, limit=EVENTS_PER_READ)
+    texts = [sse_message("log", ev, ev["seq"]) for ev in events]
+    return Snapshot(rec, events, sse_message("job", rec), texts)
+
+
 class UpdateHub:
-    """Wakes the streams following a job whenever its updates channel gets a message."""
+    """Wakes the streams following a job whenever its updates channel gets a message, and shares
+    one read per job, position and update among them."""
 
     def __init__(self, r: aioredis.Redis, *, retry_s: float = 1.0) -> None:
         self.r = r
         self.retry_s = retry_s
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._generation: dict[str, int] = {}
+        self._reads: dict[tuple[str, int, int], asyncio.Future[Snapshot]] = {}
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -72,12 +99,41 @@ class UpdateHub:
                 group.discard(event)
                 if not group:
                     del self._watchers[job_id]
+                    self._forget(job_id)
+
+    async def read(self, reader: JobReader, job_id: str, after: int) -> Snapshot:
+        """The job's record and events after ``after``. While subscribed, streams asking for the
+        same job and position between two updates share one read; otherwise each reads itself."""
+        if not self.connected.is_set():
+            return await read_snapshot(reader, job_id, after)
+        key = (job_id, self._generation.get(job_id, 0), after)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(read_snapshot(reader, job_id, after))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda done: self._drop_failed(key, done))
+        return await asyncio.shield(shared)  # a stream that goes away does not cancel the others' read
+
+    def _drop_failed(self, key: tuple[str, int, int], done: asyncio.Future[Snapshot]) -> None:
+        failed = done.cancelled() or done.exception() is not None  # (retrieves the exception)
+        if failed and self._reads.get(key) is done:
+            del self._reads[key]
+
+    def _forget(self, job_id: str) -> None:
+        """Bump the job's generation (later reads are fresh) and drop its shared reads."""
+        self._generation[job_id] = self._generation.get(job_id, 0) + 1
+        for key in [k for k in self._reads if k[0] == job_id]:
+            del self._reads[key]
+        if job_id not in self._watchers:
+            del self._generation[job_id]
 
     def _wake(self, job_id: str | None = None) -> None:
-        groups = [self._watchers.get(job_id, set())] if job_id is not None else list(self._watchers.values())
-        for group in groups:
-            for event in group:
-                event.set()
+        jobs = [job_id] if job_id is not None else list(self._watchers)
+        for job in jobs:
+            if job in self._watchers:
+                self._forget(job)
+                for event in self._watchers[job]:
+                    event.set()
 
     async def _run(self) -> None:
         while True:
@@ -129,28 +185,29 @@ async def job_events(
         while True:
             woken.clear()
             try:
-                rec = await reader.get(job_id)
+                snap = await hub.read(reader, job_id, last)
+                rec, events = snap.rec, snap.events
                 if rec is None:
                     yield sse_message("end", {"id": job_id, "status": None})
                     return
-                events = await reader.events(job_id, after_seq=last, limit=EVENTS_PER_READ)
             except CorruptRecord as exc:
                 log.warning("stream %s: %s", job_id, exc)
                 yield _error("corrupt_record", f"the stored record of job {job_id} cannot be read", request_id)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("stream %s: Redis unavailable (%s); retrying", job_id, exc)
+                snap = Snapshot(None, [], "", [])
                 rec, events = None, []
-            for ev in events:
+            for ev, text in zip(events, snap.event_texts, strict=True):
                 last = ev["seq"]
                 quiet_since = time.monotonic()
-                yield sse_message("log", ev, ev["seq"])
+                yield text
             if rec is not None:
                 snapshot = (rec["status"], rec["stage"], json.dumps(rec["progress"], sort_keys=True))
                 if snapshot != seen:
                     seen = snapshot
                     quiet_since = time.monotonic()
-                    yield sse_message("job", rec)
+                    yield snap.job_text
                 if rec["status"] in TERMINAL_STATUSES and (last >= rec["last_event_seq"] or not events):
                     yield sse_message("end", rec)
                     return

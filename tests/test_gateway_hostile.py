@@ -391,3 +391,35 @@ def test_open_streams_per_key_are_limited_with_a_429(live: tuple[str, Any], redi
     assert r.zcard("curvedit:streams:owner:alice") == 0
     with httpx.stream("GET", f"{url}/v1/edit-jobs/{job_id}/events/stream", headers=auth(), timeout=10) as resp:
         assert resp.status_code == 200
+
+
+def test_an_idempotent_replay_waits_for_the_first_request_without_holding_a_thread(
+    live: tuple[str, Any], redis_url: str
+) -> None:
+    import hashlib
+
+    from contract import keys
+    from service.api.routes.jobs import _canonical_sha
+    from service.schemas.jobs import EditJobCreate
+
+    url, _ = live
+    body = job_body()
+    job_id = "job_0000000000000000aaaaaaaaaaaaaaaa"
+    body_sha = _canonical_sha(EditJobCreate.model_validate(body).model_dump(mode="json"))
+    saved = {"body_sha256": body_sha, "job_id": job_id}
+    r = redis.Redis.from_url(redis_url)
+    r.set(keys.idempotency("alice", hashlib.sha256(b"idem-1").hexdigest()), json.dumps(saved))
+    got: list[httpx.Response] = []
+    posting = threading.Thread(
+        target=lambda: got.append(
+            httpx.post(f"{url}/v1/edit-jobs", json=body, headers={**auth(), "Idempotency-Key": "idem-1"}, timeout=30)
+        )
+    )
+    posting.start()  # the first request with this key "is still storing its job": the second one waits
+    time.sleep(0.5)
+    assert posting.is_alive()
+    assert httpx.get(f"{url}/test/threads-in-use").json()["borrowed"] == 0
+    JobStore(r).create("alice", {"model": {"path": "llama"}}, job_id=job_id)
+    posting.join(timeout=10)
+    assert got and got[0].status_code == 200, got
+    assert got[0].json()["id"] == job_id and got[0].headers["Idempotent-Replayed"] == "true"

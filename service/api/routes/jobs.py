@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -90,7 +91,7 @@ def _canonical_sha(value: Any) -> str:
     },
     summary="Submit an edit job",
 )
-def create_edit_job(
+async def create_edit_job(
     body: EditJobCreate,
     response: Response,
     owner: OwnerDep,
@@ -98,11 +99,32 @@ def create_edit_job(
     r: RedisDep,
     store: JobStoreDep,
     datasets: DatasetStoreDep,
+    reader: JobReaderDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Validates the spec against the deployment (model, layers, projections, paths, datasets),
     stores a ``queued`` job and enqueues it. ``Idempotency-Key``: the same key with the same body
     returns the same job (200); with a different body, 422. Keys last ``CURVEDIT_IDEMPOTENCY_TTL_S``."""
+    try:  # the checks read files and Redis: a worker thread; waiting for a replay holds none
+        return await run_in_threadpool(_submit, body, response, owner, settings, r, store, datasets, idempotency_key)
+    except _ReplayPending as pending:
+        rec = await _await_replay(reader, pending.job_id, owner)
+        response.status_code = status.HTTP_200_OK
+        response.headers["Location"] = f"/v1/edit-jobs/{rec['id']}"
+        response.headers["Idempotent-Replayed"] = "true"
+        return rec
+
+
+def _submit(
+    body: EditJobCreate,
+    response: Response,
+    owner: str,
+    settings: Any,
+    r: Any,
+    store: JobStore,
+    datasets: Any,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
     body_sha = _canonical_sha(body.model_dump(mode="json"))
     idem_key = None
     if idempotency_key is not None:
@@ -162,14 +184,38 @@ def _idempotent_replay(r: Any, store: JobStore, idem_key: str, body_sha: str, ow
             "Idempotency-Key was already used with a different request body",
             field="Idempotency-Key",
         )
+    rec = store.get(saved["job_id"])
+    if rec is not None and rec["owner"] == owner:
+        return rec
+    raise _ReplayPending(saved["job_id"])  # the first request may still be storing its job
+
+
+class _ReplayPending(Exception):
+    """The Idempotency-Key names a job that is not stored yet; the route waits for it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+async def _await_replay(reader: JobReader, job_id: str, owner: str) -> dict[str, Any]:
     deadline = time.monotonic() + _IDEMPOTENCY_WAIT_S
-    while True:  # the first request may still be storing its job
-        rec = store.get(saved["job_id"])
-        if rec is not None and rec["owner"] == owner:
+    while True:
+        rec = await _owned_or_none(reader, job_id, owner)
+        if rec is not None:
             return rec
         if time.monotonic() > deadline:
             raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still in progress")
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
+
+
+async def _owned_or_none(reader: JobReader, job_id: str, owner: str) -> dict[str, Any] | None:
+    try:
+        return await _owned(reader, job_id, owner)
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
 
 
 @router.get(
