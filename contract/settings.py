@@ -30,9 +30,20 @@ class Settings(BaseSettings):
 
     # --- Roots (every user-supplied path must resolve inside one of these) ----------------
     state_dir: Path = Field(default=Path(".curvedit"), description="Embedded Redis data, default roots.")
-    model_root: Path = Field(default=Path("."), description="Root for spec.model.path.")
-    data_root: Path = Field(default=Path("."), description="Root for calibration/evaluation file paths.")
-    output_root: Path = Field(default=Path(".curvedit/artifacts"), description="Root for artifacts.")
+    model_root: Path = Field(
+        default=Path("examples"),
+        description="Root for spec.model.path (default: the bundled examples). Must not contain "
+        "state_dir, output_root or dataset_dir (checked at start-up).",
+    )
+    data_root: Path = Field(
+        default=Path("examples"),
+        description="Root for calibration/evaluation file paths. Must not contain state_dir, output_root "
+        "or dataset_dir (checked at start-up).",
+    )
+    output_root: Path = Field(
+        default=Path(".curvedit/artifacts"),
+        description="Root for artifacts; each owner's jobs write under <output_root>/<owner>/.",
+    )
     dataset_dir: Path = Field(default=Path(".curvedit/datasets"), description="Uploaded datasets.")
 
     # --- Factor cache --------------------------------------------------------------------
@@ -60,6 +71,11 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(default=False, description="Permit model.trust_remote_code=true.")
     max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="Largest JSON request body.")
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without an API key (only where the gateway's port is private). "
+        "Default: /metrics needs a valid API key like every /v1 route (Prometheus: authorization.credentials).",
+    )
     max_streams_per_key: int = Field(
         default=256,
         ge=1,

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
+from contract.roots import check_roots
 from contract.settings import Settings, get_settings
 from service.api.deps import reject_unknown_query
 from service.api.routes import artifacts, datasets, factors, health, jobs, webhooks
@@ -54,6 +55,7 @@ def open_async_redis(settings: Settings) -> aioredis.Redis:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_roots(settings)  # a model/data root holding state or outputs would cross tenants
     if not settings.key_table():
         log.warning("CURVEDIT_API_KEYS is empty: authentication is DISABLED (every request is 'anonymous')")
     if not settings.redis_url:

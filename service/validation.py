@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contract.outputs import owner_output_root
 from contract.paths import PathOutsideRoot, resolve_under
 from contract.settings import Settings
 from contract.spec import EditJobSpec, PairSource, TextSource
@@ -226,8 +227,8 @@ def validate_submission(
             _check_source(ev.agreement.source, "evaluation.agreement.source", settings, datasets, owner)
     resolved = spec.model_dump(mode="json")
     out_rel = spec.output.path or job_id
-    out_dir = _under(settings.output_root, out_rel, "output.path")
-    if out_dir.exists():
-        raise _invalid("output.path", f"{out_rel!r} already exists under the output root", "output_exists")
+    out_dir = _under(owner_output_root(settings.output_root, owner), out_rel, "output.path")
+    if out_dir.exists():  # only this owner's outputs can be seen: each owner has its own directory
+        raise _invalid("output.path", f"{out_rel!r} already exists among your outputs", "output_exists")
     resolved["output"]["path"] = out_rel
     return resolved

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from contract.keys import FACTORS_INDEX
+from contract.keys import FACTORS_INDEX, factor_owners
 from contract.store.jobs import JobStore
 from service.main import create_app
 from tests.gateway_helpers import auth, job_body, make_settings
@@ -156,6 +156,7 @@ def test_factors_list_and_delete(env, redis_client: redis.Redis) -> None:  # typ
             "n_chunks": 2,
         }
         redis_client.hset(FACTORS_INDEX, key, json.dumps(rec))
+        redis_client.sadd(factor_owners(key), "alice")
         redis_client.set(f"curvedit:factors:chunk:{key}:0", b"\0" * 5)
         redis_client.set(f"curvedit:factors:chunk:{key}:1", b"\0" * 5)
     got = client.get("/v1/factors", headers=auth()).json()
@@ -165,7 +166,7 @@ def test_factors_list_and_delete(env, redis_client: redis.Redis) -> None:  # typ
     assert redis_client.exists(f"curvedit:factors:chunk:{'b' * 64}:0")
     assert client.delete(f"/v1/factors/{'a' * 64}", headers=auth()).status_code == 404
     assert client.get("/v1/factors").status_code == 401
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=auth()).text
     assert "curvedit_factor_cache_entries 1.0" in metrics and "curvedit_factor_cache_bytes 32.0" in metrics
 
 
@@ -192,7 +193,7 @@ def test_health_readiness_and_metrics(env, redis_client: redis.Redis) -> None:  
     store.set_stage(job["id"], "collect_factors", cached=True)
     store.succeed(job["id"], {})
     store.create("alice", {})
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth()).text
     assert 'curvedit_jobs{status="succeeded"} 1.0' in text and 'curvedit_jobs{status="queued"} 1.0' in text
     assert 'curvedit_stage_duration_seconds_count{cached="true",stage="collect_factors"} 1.0' in text
     assert 'curvedit_stage_cache_hits_total{stage="collect_factors"} 1.0' in text
@@ -238,7 +239,7 @@ def test_redis_down_is_503(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
         assert r.status_code == 503 and "unreachable" in err(r)["message"]
-        assert 'curvedit_up{component="redis"} 0.0' in client.get("/metrics").text
+        assert 'curvedit_up{component="redis"} 0.0' in client.get("/metrics", headers=auth()).text
 
 
 # ------------------------------------------------------------------------------------ no torch
@@ -257,7 +258,7 @@ def test_gateway_does_not_import_torch(tmp_path: Path, redis_url: str, tiny_llam
             assert r.status_code == 202, r.text
             r = client.post("/v1/edit-jobs", json=job_body({tiny_llama_dir.name!r}, layers=[9]), headers=auth())
             assert r.status_code == 422, r.text
-            client.get("/metrics"); client.get("/readyz")
+            client.get("/metrics", headers=auth()); client.get("/readyz")
         bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "transformers")))
         assert not bad, bad
         print("ok")

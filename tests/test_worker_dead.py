@@ -61,7 +61,7 @@ def test_killed_work_horse_job_is_rerun(tmp_path: Path, redis_url: str) -> None:
     assert rec["attempts"] == 2
     messages = [ev["message"] for ev in store.events(job)]
     assert any(m.startswith("requeued: the work horse died") for m in messages)
-    assert (settings.output_root / "rerun" / "model.safetensors").is_file()
+    assert (settings.output_root / "tester" / "rerun" / "model.safetensors").is_file()
 
 
 def test_killed_worker_and_horse_job_fails_worker_lost(tmp_path: Path, redis_url: str) -> None:
@@ -82,7 +82,7 @@ def test_killed_worker_and_horse_job_fails_worker_lost(tmp_path: Path, redis_url
     assert rec["status"] == "failed"
     assert rec["error"]["code"] == "worker_lost"
     assert "no heartbeat" in rec["error"]["message"]
-    assert not (settings.output_root / "lost").exists()
+    assert not (settings.output_root / "tester" / "lost").exists()
 
 
 def test_horse_dying_before_the_job_started_is_redelivered(tmp_path: Path, redis_url: str) -> None:

@@ -70,7 +70,7 @@ def test_submit_succeeds_artifacts_delta_cache_and_sweep(stack) -> None:
 
     # first job: artifact loads, differs from the base only in the edited tensors
     out = Path(rec["result"]["results"][0]["artifacts"]["dir"])
-    assert out == settings.output_root / "first"
+    assert out == settings.output_root / "tester" / "first"
     base = AutoModelForCausalLM.from_pretrained(tmp / "models" / "tiny")
     edited = AutoModelForCausalLM.from_pretrained(out)
     edited_names = {f"{t['name']}.weight" for t in rec["result"]["targets"]}
@@ -108,7 +108,7 @@ def test_submit_succeeds_artifacts_delta_cache_and_sweep(stack) -> None:
         assert Path(r["artifacts"]["delta"]).is_file()
     kept = [sum(layer["kept_pairs"] for layer in r["layers"]) for r in results]
     assert kept[0] > kept[1] > kept[2]
-    assert (settings.output_root / "sweep" / "manifest.json").is_file()
+    assert (settings.output_root / "tester" / "sweep" / "manifest.json").is_file()
 
 
 def test_cancel_during_collect_factors_leaves_nothing(stack) -> None:
@@ -127,7 +127,7 @@ def test_cancel_during_collect_factors_leaves_nothing(stack) -> None:
         rec = wait_terminal(store, job, 120, log)
     assert rec["status"] == "cancelled"
     assert rec["stages"]["collect_factors"]["status"] == "cancelled"
-    assert not (settings.output_root / "cancelled").exists()
-    leftovers = list(settings.output_root.glob("*")) if settings.output_root.exists() else []
+    assert not (settings.output_root / "tester" / "cancelled").exists()
+    leftovers = list((settings.output_root / "tester").glob("*")) if settings.output_root.exists() else []
     assert leftovers == []
     assert not client.keys("curvedit:worker:lease:*")

@@ -18,7 +18,6 @@ One result directory holds:
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from workers.pipeline.errors import PipelineError
+from workers.staging import remove_staging, staging_prefix
 
 DELTA_FILE = "delta.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -70,10 +70,9 @@ def staging_dir(final: Path, attempt_tag: str | None = None) -> Iterator[Path]:
     if final.exists():
         raise PipelineError("output_exists", f"output directory {final} already exists; choose another output.path")
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{final.name}.tmp-{attempt_tag}-" if attempt_tag else f"{final.name}.tmp-"
+    prefix = staging_prefix(final, attempt_tag)
     if attempt_tag:
-        for stale in final.parent.glob(f"{glob.escape(prefix)}*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_staging(final, attempt_tag)
     tmp = final.parent / f"{prefix}{secrets.token_hex(6)}"
     tmp.mkdir()
     try:

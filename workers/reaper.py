@@ -4,7 +4,8 @@ A record in ``running`` whose lease (``workers.lease``) has expired belongs to a
 died (``kill -9``, OOM killer, lost machine). ``recover_job`` moves it back to ``queued`` and
 enqueues a fresh RQ job (RQ id ``<job id>-attempt-<n>``, so the dead execution's RQ bookkeeping
 cannot touch the retry) while ``attempts < settings.job_max_attempts``; after that the job
-fails with ``error.code = "worker_lost"``. The worker runs ``reap_lost_jobs`` at start-up and
+fails with ``error.code = "worker_lost"`` and the staging directory a death mid-export left is
+removed. The worker runs ``reap_lost_jobs`` at start-up and
 periodically, and ``recover_job`` at once when its work horse dies (``redeliver_unstarted`` when
 the horse died before the job reached ``running``). No torch here.
 """
@@ -17,10 +18,13 @@ from typing import Any
 from rq.job import Job
 
 from contract import keys
+from contract.outputs import owner_output_root
+from contract.paths import resolve_under
 from contract.settings import Settings, get_settings
 from contract.store.jobs import QUEUED, RUNNING, JobStore
 from contract.store.queue import JOB_FUNCTION, enqueue_job, get_queue
 from workers.lease import lease_holder, lease_key
+from workers.staging import remove_staging
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,21 @@ def recover_job(client: Any, settings: Settings, job_id: str, reason: str) -> st
     message = f"{reason}; gave up after {attempts} attempt(s) (CURVEDIT_JOB_MAX_ATTEMPTS={settings.job_max_attempts})"
     if store.fail(job_id, "worker_lost", message):
         log.warning("job %s failed: %s", job_id, message)
+        _remove_job_staging(settings, rec, job_id)
         return "failed"
     return None
+
+
+def _remove_job_staging(settings: Settings, rec: dict[str, Any], job_id: str) -> None:
+    """A job given up as ``worker_lost`` may have died mid-export: delete its staging directory
+    (``<output>.tmp-<job id>-*``, possibly gigabytes) — nobody will ever finish or rename it."""
+    try:
+        rel = str((rec.get("spec") or {}).get("output", {}).get("path") or job_id)
+        final = resolve_under(owner_output_root(settings.output_root, str(rec["owner"])), rel, "output.path")
+        for path in remove_staging(final, job_id):
+            log.warning("job %s: removed its staging directory %s", job_id, path)
+    except Exception:  # noqa: BLE001 - cleanup must never stop the reaper
+        log.exception("job %s: removing its staging directory failed", job_id)
 
 
 def redeliver_unstarted(client: Any, settings: Settings, job_id: str, reason: str) -> str | None:

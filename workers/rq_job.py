@@ -4,7 +4,10 @@ Its only argument is the job-record id (JSON-serialisable); the spec, progress a
 in the record (``contract.store.jobs``). Runs inside a freshly spawned work horse, so this is
 where torch is first imported. Outcomes map onto the record: success -> ``succeeded``;
 ``JobCancelled`` -> ``cancelled``; ``PipelineError`` -> ``failed`` with its code; a timeout ->
-``failed``/``timeout``; anything else -> ``failed``/``internal`` plus a traceback event.
+``failed``/``timeout``; anything else -> ``failed``/``internal`` with a message that names only the
+exception type (the traceback goes to the worker log, never to the record or its events); server
+paths in a ``PipelineError`` message are replaced (``workers.redact``). A worker shutting down
+pre-empts its job: it stops after the current batch and is requeued (``workers.preempt``).
 Starting is idempotent: a terminal record, or one whose lease another live process holds, is
 left alone.
 """
@@ -13,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
-import traceback
 from typing import Any
 
 import redis
@@ -22,11 +25,15 @@ from pydantic import ValidationError
 
 from contract import tracing
 from contract.logs import configure_logging, log_context
+from contract.outputs import owner_output_root
 from contract.settings import Settings, get_settings
 from contract.spec import EditJobSpec
 from contract.store.jobs import TERMINAL_STATUSES, JobStore
+from contract.store.queue import enqueue_job
 from contract.store.reporter import RedisReporter
 from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
+from workers.preempt import JobPreempted, PreemptGuard, clear_preempt
+from workers.redact import public_message
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +90,32 @@ def _run(client: redis.Redis, settings: Settings, job_id: str) -> dict[str, Any]
             return {"job_id": job_id, "status": store.status(job_id)}
         if not store.mark_running(job_id, worker):
             return {"job_id": job_id, "status": store.status(job_id), "skipped": True}
-        _execute(client, store, settings, job_id, rec["spec"], lease)
+        clear_preempt(client, job_id)  # a flag left by an earlier shutdown is not for this run
+        preempted = _execute(client, store, job_settings(settings, rec["owner"]), job_id, rec, lease)
+    if preempted:  # after the lease is released, so the next worker may take the job at once
+        _requeue_preempted(client, store, settings, job_id)
     return {"job_id": job_id, "status": store.status(job_id)}
 
 
+def _requeue_preempted(client: redis.Redis, store: JobStore, settings: Settings, job_id: str) -> None:
+    """The worker shut down mid-job: the job goes back to the queue, the attempt not counted."""
+    clear_preempt(client, job_id)
+    reason = "the worker shut down; the job stopped after its current batch and will run again"
+    if store.requeue(job_id, reason, refund_attempt=True):
+        enqueue_job(client, settings, job_id, rq_id=f"{job_id}-preempted-{secrets.token_hex(4)}", note="requeued")
+        log.warning("job %s: %s", job_id, reason)
+
+
+def job_settings(settings: Settings, owner: str) -> Settings:
+    """The settings a job of ``owner`` runs with: its outputs confined to the owner's directory."""
+    return settings.model_copy(update={"output_root": owner_output_root(settings.output_root, owner)})
+
+
 def _execute(
-    client: redis.Redis, store: JobStore, settings: Settings, job_id: str, raw_spec: Any, lease: JobLease
-) -> None:
+    client: redis.Redis, store: JobStore, settings: Settings, job_id: str, rec: dict[str, Any], lease: JobLease
+) -> bool:
+    """Run the pipeline and record its outcome; True when the job was pre-empted (to requeue)."""
+    raw_spec = rec["spec"]
     # torch is imported here, in the work horse, never in the worker's parent process.
     from rq.timeouts import JobTimeoutException
 
@@ -104,32 +130,36 @@ def _execute(
         spec = EditJobSpec.model_validate(raw_spec)
     except ValidationError as exc:
         store.fail(job_id, "invalid_spec", f"stored spec does not validate: {exc}")
-        return
-    reporter = LeaseGuard(RedisReporter(store, job_id), lease)
+        return False
+    reporter = PreemptGuard(LeaseGuard(RedisReporter(store, job_id), lease), client, job_id)
     try:
-        cache = open_factor_cache(settings, client)
+        cache = open_factor_cache(settings, client, owner=rec["owner"])
         fanout = RQShardFanout(client, settings, job_id) if settings.collect_shards > 1 else None
         result = run_pipeline(spec, settings=settings, job_id=job_id, reporter=reporter, cache=cache, fanout=fanout)
     except LeaseLost:
         log.warning("job %s: lease lost (this process stalled); leaving the record to its retry", job_id)
-        return
+        return False
+    except JobPreempted:
+        return not lease.lost
     except JobCancelled as exc:
         store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
         store.mark_cancelled(job_id)
     except PipelineError as exc:
-        rec = {"owner": store.get(job_id)["owner"], "spec": raw_spec}  # type: ignore[index]
-        track_outcome(settings, store, job_id, rec, "failed", None, {"code": exc.code, "message": exc.message})
-        store.fail(job_id, exc.code, exc.message)
-    except JobTimeoutException as exc:
-        store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s: {exc}")
-    except Exception as exc:  # noqa: BLE001 - every failure must end the record, with its traceback
-        tb = {"kind": "traceback", "traceback": traceback.format_exc()}
-        store.append_event(job_id, "error", f"unexpected {type(exc).__name__}", tb)
-        store.fail(job_id, "internal", f"{type(exc).__name__}: {exc}")
+        log.info("job %s failed: %s: %s", job_id, exc.code, exc.message)
+        error = {"code": exc.code, "message": public_message(exc.message, settings)}
+        track_outcome(settings, store, job_id, rec, "failed", None, error)
+        store.fail(job_id, exc.code, error["message"])
+    except JobTimeoutException:
+        store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s")
+    except Exception as exc:  # noqa: BLE001 - every failure must end the record; the traceback stays in the log
+        log.exception("job %s failed with an unexpected error", job_id)
+        message = f"unexpected {type(exc).__name__} in the worker (details are in the worker log, job {job_id})"
+        store.append_event(job_id, "error", message, {"kind": "internal"})
+        store.fail(job_id, "internal", message)
     else:
         if lease.lost:  # finished, but a retry may own the record now: do not overwrite it
             log.warning("job %s finished after losing its lease; result not recorded", job_id)
-            return
-        rec = {"owner": store.get(job_id)["owner"], "spec": raw_spec}  # type: ignore[index]
+            return False
         tracked = track_outcome(settings, store, job_id, rec, "succeeded", result)  # MLflow, when configured
         store.succeed(job_id, result if tracked is None else {**result, "mlflow": tracked})
+    return False

@@ -109,7 +109,7 @@ def _run_shard(
     rec = store.get(job_id)
     if rec is None or rec["status"] in TERMINAL_STATUSES or rec["cancel_requested"]:
         return {"job_id": job_id, "shard": shard, "skipped": True}
-    cache = open_factor_cache(settings, client)
+    cache = open_factor_cache(settings, client, owner=rec["owner"])
     if cache is None:
         raise RuntimeError("shard jobs need the factor cache (CURVEDIT_FACTOR_CACHE) to return their sums")
     spec = EditJobSpec.model_validate(rec["spec"])

@@ -356,21 +356,26 @@ class JobStore:
 
         return self._update(job_id, fn)
 
-    def requeue(self, job_id: str, reason: str) -> bool:
-        """running -> queued (a retry after the worker died); progress and open stage are reset."""
+    def requeue(self, job_id: str, reason: str, *, refund_attempt: bool = False) -> bool:
+        """running -> queued (a retry after the worker died); progress and open stage are reset.
+        ``refund_attempt``: the run does not count towards ``job_max_attempts`` (a worker that shut
+        down and stopped the job itself)."""
 
         def fn(rec: dict[str, Any]) -> _Change | None:
             if rec["status"] != RUNNING:
                 return None
             stages, _ = _close_stage(rec, "failed")
+            fields: dict[str, Any] = {
+                "status": QUEUED,
+                "stage": None,
+                "stages": stages,
+                "worker": None,
+                "progress": {"fraction": 0.0, "tokens_done": None, "tokens_total": None, "eta_s": None},
+            }
+            if refund_attempt:
+                fields["attempts"] = max(0, rec["attempts"] - 1)
             return _Change(
-                fields={
-                    "status": QUEUED,
-                    "stage": None,
-                    "stages": stages,
-                    "worker": None,
-                    "progress": {"fraction": 0.0, "tokens_done": None, "tokens_total": None, "eta_s": None},
-                },
+                fields=fields,
                 new_status=QUEUED,
                 events=[("warning", f"requeued: {reason}", {"kind": "status", "status": QUEUED})],
             )

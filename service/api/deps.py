@@ -26,6 +26,7 @@ from service.store.datasets import DatasetStore
 ANONYMOUS = "anonymous"
 
 _bearer = HTTPBearer(auto_error=False, description="API key from CURVEDIT_API_KEYS")
+bearer_credentials = _bearer  # the same scheme for routes that check a key outside OwnerDep (/metrics)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -62,10 +62,10 @@ def demo(
         if port_in_use(host, port):
             port = free_port(host)
         extra_env: dict[str, str] = {}
-        if repo_root is not None:  # spec paths are relative to the repository, not the cwd
+        if repo_root is not None:  # the demo spec's paths are relative to the repository's examples/
             for var in ("CURVEDIT_MODEL_ROOT", "CURVEDIT_DATA_ROOT"):
                 if var not in os.environ:
-                    extra_env[var] = str(repo_root)
+                    extra_env[var] = str(repo_root / "examples")
         log_dir = settings.state_dir / "logs"
         stack = Stack(
             settings,

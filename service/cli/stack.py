@@ -33,6 +33,7 @@ from typing import IO
 
 import httpx
 
+from contract.roots import RootsOverlap, check_roots
 from contract.settings import Settings
 
 KEY_FILE = "api-key"
@@ -173,6 +174,12 @@ class Stack:
         self.children.append(child)
         return child
 
+    def _child_settings(self) -> Settings:
+        """``settings`` with the roots ``extra_env`` gives the children (``curvedit demo`` sets them)."""
+        fields = {"CURVEDIT_MODEL_ROOT": "model_root", "CURVEDIT_DATA_ROOT": "data_root"}
+        update = {name: Path(self.extra_env[var]) for var, name in fields.items() if var in self.extra_env}
+        return self.settings.model_copy(update=update)
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.extra_env)
@@ -226,6 +233,10 @@ class Stack:
 
     def start(self, ready_timeout: float = 180.0) -> None:
         """Start everything and wait until /readyz answers 200 (Redis up, a worker alive)."""
+        try:  # the gateway and the workers refuse these settings too; say so before starting anything
+            check_roots(self._child_settings())
+        except RootsOverlap as exc:
+            raise StackError(str(exc)) from exc
         if port_in_use(self.host, self.port):
             raise StackError(f"port {self.port} on {self.host} is already in use (pass --port)")
         try:

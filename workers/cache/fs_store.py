@@ -3,7 +3,8 @@
 Per entry: ``<root>/<key>.safetensors`` (the blob) and ``<root>/<key>.json`` (the same record the
 Redis index holds, ``n_chunks`` = 1). Both are written to a temporary name and renamed into
 place, blob first, record last, so a reader sees a complete entry or none; reads verify the
-sha256. Own byte budget with least-recently-used eviction.
+sha256. Own byte budget with least-recently-used eviction. The record's ``owners`` lists the
+owners whose jobs wrote or read the entry (as the Redis tier's owners set does).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 class FsFactorStore:
     """Factor cache on a filesystem reachable through fsspec."""
 
-    def __init__(self, uri: str, *, budget_bytes: int) -> None:
+    def __init__(self, uri: str, *, budget_bytes: int, owner: str | None = None) -> None:
         self.fs, root = fsspec.core.url_to_fs(uri)
+        self.owner = owner
         self.root = root.rstrip("/")
         self.budget_bytes = budget_bytes
         self.fs.makedirs(self.root, exist_ok=True)
@@ -73,6 +75,7 @@ class FsFactorStore:
             self.delete(digest)
             return None
         rec["last_used"] = time.time()
+        rec["owners"] = self._with_owner(rec.get("owners"))
         self._write_atomic(self._meta(digest), json.dumps(rec).encode())
         return tensors
 
@@ -83,10 +86,17 @@ class FsFactorStore:
             return False
         digest = key.digest
         record = index_record(key, blob, n_chunks=1)
+        record["owners"] = self._with_owner((self._record(digest) or {}).get("owners"))
         self._write_atomic(self._blob(digest), blob)
         self._write_atomic(self._meta(digest), json.dumps(record).encode())
         self._evict(keep=digest)
         return True
+
+    def _with_owner(self, owners: Any) -> list[str]:
+        out = [str(o) for o in owners] if isinstance(owners, list) else []
+        if self.owner and self.owner not in out:
+            out.append(self.owner)
+        return out
 
     def entries(self) -> list[dict[str, Any]]:
         out = []

@@ -7,6 +7,10 @@ Layout (the gateway's ``GET /v1/factors`` / ``DELETE /v1/factors/{key}`` read an
   safetensors blob.
 - ``curvedit:factors:index`` — hash, field ``{key}``, value JSON
   ``{key, bytes, created_at, last_used, model, module, kind, n_chunks, sha256, args}``.
+- ``curvedit:factors:owners:{key}`` — set of the owners whose jobs wrote or read the entry.
+  Entries are content-addressed, so identical inputs from two owners share one entry; each
+  owner sees (and may release) only entries it is in the set of. A store opened with
+  ``owner=None`` (the in-process ``curvedit edit``) records no owner.
 
 Writes are atomic: chunks go to temporary keys (with a TTL, so a crashed writer leaves nothing
 for good), then one MULTI renames them into place and writes the index field. Reads verify
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 
 from contract import keys
-from contract.keys import FACTORS_INDEX
+from contract.keys import FACTORS_INDEX, factor_chunk, factor_owners
 from workers.cache.codec import checksum, decode, encode, index_record
 from workers.cache.eviction import evict_lru
 from workers.cache.keys import CacheKey
@@ -35,19 +39,21 @@ log = logging.getLogger(__name__)
 _TMP_TTL_S = 3600
 _FETCH_BATCH = 4
 
-# Update last_used only if the entry still exists (a concurrent delete must not resurrect it).
+# Update last_used (and add the reader to the owners) only if the entry still exists (a
+# concurrent delete must not resurrect it). KEYS: index, owners set; ARGV: digest, now, owner.
 _TOUCH = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local rec = cjson.decode(raw)
 rec['last_used'] = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+if ARGV[3] ~= '' then redis.call('SADD', KEYS[2], ARGV[3]) end
 return 1
 """
 
 
 def chunk_key(digest: str, i: int) -> str:
-    return f"curvedit:factors:chunk:{digest}:{i}"
+    return factor_chunk(digest, i)
 
 
 def _tmp_chunk_key(digest: str, nonce: str, i: int) -> str:
@@ -57,8 +63,9 @@ def _tmp_chunk_key(digest: str, nonce: str, i: int) -> str:
 class RedisFactorStore:
     """Factor cache in Redis: chunked safetensors blobs plus one index hash."""
 
-    def __init__(self, client: Any, *, budget_bytes: int, chunk_bytes: int) -> None:
+    def __init__(self, client: Any, *, budget_bytes: int, chunk_bytes: int, owner: str | None = None) -> None:
         self.client = client
+        self.owner = owner
         self.budget_bytes = budget_bytes
         self.chunk_bytes = max(1, chunk_bytes)
         self._touch = client.register_script(_TOUCH)
@@ -100,7 +107,7 @@ class RedisFactorStore:
             log.warning("factor cache entry %s does not decode; deleting it", digest)
             self.delete(digest)
             return None
-        self._touch(keys=[FACTORS_INDEX], args=[digest, time.time()])
+        self._touch(keys=[FACTORS_INDEX, factor_owners(digest)], args=[digest, time.time(), self.owner or ""])
         return tensors
 
     def entries(self) -> list[dict[str, Any]]:
@@ -140,6 +147,8 @@ class RedisFactorStore:
                 pipe.rename(_tmp_chunk_key(digest, nonce, i), chunk_key(digest, i))
                 pipe.persist(chunk_key(digest, i))
             pipe.hset(FACTORS_INDEX, digest, json.dumps(record))
+            if self.owner:
+                pipe.sadd(factor_owners(digest), self.owner)
             pipe.execute()
         self._evict(keep=digest)
         return True
@@ -149,6 +158,7 @@ class RedisFactorStore:
         n = int(rec.get("n_chunks", 0)) if rec else 0
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hdel(FACTORS_INDEX, digest)
+            pipe.delete(factor_owners(digest))
             if n:
                 pipe.delete(*[chunk_key(digest, i) for i in range(n)])
             removed = pipe.execute()[0]

@@ -29,10 +29,13 @@ class FactorCache(Protocol):
         """Remove one entry by its key digest; True when something was removed."""
 
 
-def open_factor_cache(settings: Settings, redis_client: Any | None = None) -> FactorCache | None:
+def open_factor_cache(
+    settings: Settings, redis_client: Any | None = None, *, owner: str | None = None
+) -> FactorCache | None:
     """Backend from ``settings.factor_cache``: 'off' -> None; 'redis' -> the Redis store (needs
     ``redis_client`` or ``settings.redis_url``; without either, no cache); anything else is an
-    fsspec URI or a directory for the filesystem tier."""
+    fsspec URI or a directory for the filesystem tier. ``owner`` (a job's owner) is recorded on
+    every entry the store writes or reads, so ``GET /v1/factors`` shows that owner its entries."""
     mode = settings.factor_cache.strip()
     if mode == "off":
         return None
@@ -47,8 +50,11 @@ def open_factor_cache(settings: Settings, redis_client: Any | None = None) -> Fa
 
             redis_client = redis.Redis.from_url(settings.redis_url)
         return RedisFactorStore(
-            redis_client, budget_bytes=settings.factor_cache_bytes, chunk_bytes=settings.factor_chunk_bytes
+            redis_client,
+            budget_bytes=settings.factor_cache_bytes,
+            chunk_bytes=settings.factor_chunk_bytes,
+            owner=owner,
         )
     from workers.cache.fs_store import FsFactorStore
 
-    return FsFactorStore(mode, budget_bytes=settings.factor_cache_bytes)
+    return FsFactorStore(mode, budget_bytes=settings.factor_cache_bytes, owner=owner)

@@ -1,7 +1,9 @@
 """Typed pipeline failures: every error a job can end with carries a machine-readable code.
 
 The RQ job maps a ``PipelineError`` to the job record's ``error {code, message}``; anything
-else becomes ``internal``.
+else becomes ``internal``. ``invalid_input`` is bad content found by the worker (a malformed
+recitation row, a token id outside the vocabulary, bytes that are not UTF-8); its message names
+the field and the line or index, never a server path.
 """
 
 from __future__ import annotations

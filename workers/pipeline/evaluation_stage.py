@@ -19,7 +19,8 @@ from workers.evaluation import (
     evaluate_recitation,
     reference_topk_for_texts,
 )
-from workers.pipeline.sources import resolve_pairs, resolve_texts
+from workers.pipeline.errors import PipelineError
+from workers.pipeline.sources import resolve_pairs_with_origin, resolve_texts
 
 
 @dataclass
@@ -28,23 +29,40 @@ class EvaluationData:
     pairs: list[tuple[Any, Any]] | None
     ppl_texts: list[str] | None
     agreement_texts: list[str] | None
+    pair_origins: list[str] | None = None
+
+    def check_token_ids(self, vocab_size: int) -> None:
+        """Every token id of the recitation pairs indexes the model's embedding (``invalid_input``
+        naming the pair otherwise) — checked before any tensor work."""
+        for where, (prefix, suffix) in zip(self.pair_origins or [], self.pairs or [], strict=False):
+            for side, value in (("prefix", prefix), ("suffix", suffix)):
+                if isinstance(value, str):
+                    continue
+                bad = [int(t) for t in value if not 0 <= int(t) < vocab_size]
+                if bad:
+                    raise PipelineError(
+                        "invalid_input",
+                        f"{where}: {side} token id {bad[0]} is outside the model's vocabulary "
+                        f"(ids 0..{vocab_size - 1})",
+                    )
 
 
 def resolve_evaluation(spec: EvaluationSpec | None, settings: Settings) -> EvaluationData | None:
     """Load every evaluation input (fails fast, before any tensor work)."""
     if spec is None:
         return None
-    pairs = None
+    pairs = origins = None
     if spec.recitation is not None:
-        raw = resolve_pairs(spec.recitation, settings)[: spec.recitation.max_examples]
-        pairs = [(p["prefix"], p["suffix"]) for p in raw]
+        raw = resolve_pairs_with_origin(spec.recitation, settings)[: spec.recitation.max_examples]
+        pairs = [(p["prefix"], p["suffix"]) for _, p in raw]
+        origins = [where for where, _ in raw]
     ppl = resolve_texts(spec.perplexity, settings, "evaluation.perplexity") if spec.perplexity else None
     agree = None
     if spec.agreement is not None:
         agree = ppl
         if spec.agreement.source is not None:
             agree = resolve_texts(spec.agreement.source, settings, "evaluation.agreement.source")
-    return EvaluationData(spec=spec, pairs=pairs, ppl_texts=ppl, agreement_texts=agree)
+    return EvaluationData(spec=spec, pairs=pairs, ppl_texts=ppl, agreement_texts=agree, pair_origins=origins)
 
 
 class EvaluationSuite:

@@ -50,19 +50,57 @@ def _locate(source: TextSource | PairSource, settings: Settings, field: str) -> 
     return path, fmt
 
 
-def _jsonl(path: Path, field: str) -> list[dict[str, Any]]:
+def _lines(path: Path, field: str) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line; a line that is not UTF-8 is ``invalid_input``."""
+    out = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = raw[exc.start]
+            raise PipelineError("invalid_input", f"{field} line {n}: not UTF-8 text (byte {bad:#04x})") from exc
+        if line.strip():
+            out.append((n, line))
+    return out
+
+
+def _decode_text(path: Path, field: str) -> str:
+    """The whole file as UTF-8 text; undecodable bytes are ``invalid_input`` naming the line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PipelineError("invalid_input", f"{field} line {line}: not UTF-8 text") from exc
+
+
+def _jsonl(path: Path, field: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` per non-blank line of a .jsonl source."""
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in _lines(path, field):
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            raise PipelineError("invalid_dataset", f"{field}: line {n} of {path.name} is not JSON: {exc}") from exc
+            raise PipelineError("invalid_input", f"{field} line {n}: not valid JSON ({exc})") from exc
         if not isinstance(obj, dict):
-            raise PipelineError("invalid_dataset", f"{field}: line {n} of {path.name} is not a JSON object")
-        rows.append(obj)
+            raise PipelineError("invalid_input", f"{field} line {n}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((n, obj))
     return rows
+
+
+def _text_or_ids(value: Any, where: str, side: str) -> str | list[int]:
+    """A pair side as given: a string, or a list of non-negative integer token ids."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
+        return list(value)
+    got = "null" if value is None else type(value).__name__
+    if isinstance(value, list):
+        bad = next(t for t in value if not (isinstance(t, int) and not isinstance(t, bool) and t >= 0))
+        got = f"a list holding {bad!r}"
+    raise PipelineError(
+        "invalid_input", f"{where}: {side} must be a string or a list of non-negative token ids, got {got}"
+    )
 
 
 def resolve_texts(source: TextSource, settings: Settings, field: str = "calibration") -> list[str]:
@@ -72,12 +110,12 @@ def resolve_texts(source: TextSource, settings: Settings, field: str = "calibrat
     path, fmt = _locate(source, settings, field)
     if fmt == "jsonl":
         texts = []
-        for obj in _jsonl(path, field):
+        for n, obj in _jsonl(path, field):
             if not isinstance(obj.get("text"), str):
-                raise PipelineError("invalid_dataset", f"{field}: every .jsonl line needs a string 'text' field")
+                raise PipelineError("invalid_input", f"{field} line {n}: 'text' must be a string")
             texts.append(obj["text"])
     else:
-        raw = path.read_text(encoding="utf-8", errors="replace")
+        raw = _decode_text(path, field)
         texts = [b.strip() for b in raw.replace("\r\n", "\n").split("\n\n") if b.strip()]
     if not texts:
         raise PipelineError("invalid_dataset", f"{field}: the source holds no text")
@@ -86,14 +124,25 @@ def resolve_texts(source: TextSource, settings: Settings, field: str = "calibrat
 
 def resolve_pairs(source: PairSource, settings: Settings, field: str = "evaluation.recitation") -> list[dict[str, Any]]:
     """``[{prefix, suffix}]`` where each side is a string or a list of token ids."""
+    return [pair for _, pair in resolve_pairs_with_origin(source, settings, field)]
+
+
+def resolve_pairs_with_origin(
+    source: PairSource, settings: Settings, field: str = "evaluation.recitation"
+) -> list[tuple[str, dict[str, Any]]]:
+    """``[(where, {prefix, suffix})]``; ``where`` names the pair in error messages
+    (``evaluation.recitation.pairs[2]`` inline, ``evaluation.recitation line 3`` from a file)."""
     if source.pairs is not None:
-        return [p.model_dump() for p in source.pairs]
+        return [(f"{field}.pairs[{i}]", p.model_dump()) for i, p in enumerate(source.pairs)]
     path, _ = _locate(source, settings, field)
     pairs = []
-    for obj in _jsonl(path, field):
-        if "prefix" not in obj or "suffix" not in obj:
-            raise PipelineError("invalid_dataset", f"{field}: every line needs 'prefix' and 'suffix' fields")
-        pairs.append({"prefix": obj["prefix"], "suffix": obj["suffix"]})
+    for n, obj in _jsonl(path, field):
+        where = f"{field} line {n}"
+        missing = [k for k in ("prefix", "suffix") if k not in obj]
+        if missing:
+            raise PipelineError("invalid_input", f"{where}: missing {' and '.join(repr(k) for k in missing)}")
+        pair = {side: _text_or_ids(obj[side], where, side) for side in ("prefix", "suffix")}
+        pairs.append((where, pair))
     if not pairs:
         raise PipelineError("invalid_dataset", f"{field}: the source holds no pairs")
     return pairs

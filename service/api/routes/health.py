@@ -1,19 +1,22 @@
 """``/healthz`` (the process is up), ``/readyz`` (Redis reachable and at least one live worker on
-the queue; 503 with the reason otherwise) and ``/metrics`` (Prometheus)."""
+the queue; 503 with the reason otherwise) and ``/metrics`` (Prometheus; it needs a valid API key
+like the ``/v1`` routes unless ``CURVEDIT_METRICS_PUBLIC`` is set — queue depths, job counts and
+cache sizes are not for anyone who can reach the port)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contract.store.queue import live_workers
-from service.api.deps import RedisDep, SettingsDep
+from service.api.deps import RedisDep, SettingsDep, bearer_credentials, get_owner
 from service.errors import error_body
-from service.schemas.common import ErrorResponse
+from service.schemas.common import ERROR_RESPONSES, ErrorResponse
 
 router = APIRouter(tags=["health"])
 
@@ -42,6 +45,20 @@ def readyz(r: RedisDep, settings: SettingsDep) -> Any:
     return {"status": "ready", "redis": "ok", "workers": workers, "queue": settings.queue_name}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics_access(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_credentials)]
+) -> None:
+    """A valid API key, unless ``settings.metrics_public`` (or auth is off altogether)."""
+    if not settings.metrics_public:
+        get_owner(settings, credentials)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (needs an API key unless CURVEDIT_METRICS_PUBLIC)",
+    response_class=Response,
+    dependencies=[Depends(metrics_access)],
+    responses={401: ERROR_RESPONSES[401]},
+)
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

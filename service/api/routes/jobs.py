@@ -19,6 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from contract import keys
+from contract.outputs import reserve_output
 from contract.store.jobs import JobStore, new_job_id
 from contract.store.queue import cancel_job, enqueue_job
 from service.api.deps import (
@@ -148,6 +149,17 @@ def _submit(
                 response.status_code = status.HTTP_200_OK
                 response.headers["Location"] = f"/v1/edit-jobs/{replay['id']}"
                 return replay
+    holder = reserve_output(r, owner, resolved["output"]["path"], job_id)
+    if holder is not None:
+        if idem_key is not None:  # the key was claimed for a job that will not exist
+            r.delete(idem_key)
+        raise ApiError(
+            409,
+            "output_in_use",
+            f"output.path {resolved['output']['path']!r} is the output of job {holder}, which is still "
+            "queued or running; choose another output.path (or cancel that job)",
+            field="output.path",
+        )
     notify_webhook = _notify_endpoint(body, r, settings, owner, job_id)
     rec = store.create(owner, resolved, job_id=job_id, estimate=estimate)
     try:
