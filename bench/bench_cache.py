@@ -40,6 +40,9 @@ def demo_spec(with_eval: bool) -> dict | None:
     if not ((DEMO / "config.json").is_file() and spec_file.is_file()):
         return None
     raw = json.loads(spec_file.read_text())
+    # the demo spec is goal-directed; this benchmark needs a plain edit whose keep_mass it can vary
+    raw.pop("objective", None)
+    raw["edit"] = {"layers": [0, 1, 2, 3], "projections": ["gate", "up"], "keep_mass": 0.985}
     if not with_eval:
         raw.pop("evaluation", None)
     raw.pop("output", None)
@@ -69,16 +72,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         base = demo_spec(args.with_eval)
-        model_root = REPO
+        model_root = data_root = REPO / "examples"  # the demo spec's paths are relative to examples/
         if base is None:
             base = tiny_spec(tmp, args.tokens)
-            model_root = tmp / "models"
+            model_root, data_root = tmp / "models", REPO
         base.setdefault("curvature", {})["seed"] = int(time.time()) % 100_000  # fresh key: job 1 is a miss
         cache_setting = "redis" if args.cache == "redis" else str(tmp / "factor-cache")
         settings = Settings(
             model_root=model_root,
             output_root=tmp / "out",
-            data_root=REPO,
+            data_root=data_root,
             redis_url=os.environ.get("CURVEDIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
             factor_cache=cache_setting,
         )

@@ -67,7 +67,7 @@ def test_staging_dir_removes_what_an_earlier_killed_attempt_left(tmp_path: Path)
 
 
 def test_distinct_sweep_values_get_distinct_directories() -> None:
-    from workers.pipeline.run import point_dirname
+    from workers.pipeline.stages.export import point_dirname
 
     assert point_dirname(0.6) == "rho-0.6"
     assert point_dirname(0.9) != point_dirname(0.9000000001)

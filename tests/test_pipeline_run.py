@@ -149,14 +149,14 @@ def test_cancel_inside_collection_leaves_no_output(roots: Path) -> None:
 def test_sweep_without_host_copies_reedits_identically(roots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import workers.pipeline.run as run_mod
+    import workers.pipeline.stages.edit as edit_stage_mod
     from workers.artifacts import read_delta
 
     settings = settings_for(roots, factor_cache=str(roots / "fscache2"))
     cache = open_factor_cache(settings)
     spec = make_spec(edit={"layers": [1], "keep_mass": [0.9, 0.4]})
     kept = run_pipeline(spec, settings=settings, job_id="copies", reporter=NullReporter(), cache=cache)
-    monkeypatch.setattr(run_mod, "EDITED_COPIES_BYTES", 0)
+    monkeypatch.setattr(edit_stage_mod, "EDITED_COPIES_BYTES", 0)
     redone = run_pipeline(spec, settings=settings, job_id="nocopies", reporter=NullReporter(), cache=cache)
     assert [p["layers"] for p in kept["results"]] == [p["layers"] for p in redone["results"]]
     for a, b in zip(kept["results"], redone["results"], strict=True):

@@ -24,6 +24,7 @@ from rich.markup import escape
 from contract.settings import Settings
 from service.cli.context import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, console, err_console, fail
 from service.cli.render import JobProgress, print_results
+from service.cli.search_render import print_search
 from service.cli.specs import build_spec
 
 WORKER_MODULES = ("torch", "transformers", "safetensors")
@@ -140,6 +141,8 @@ def edit(
             err_console.print("edit cancelled")
             raise typer.Exit(EXIT_CANCELLED) from None
         except PipelineError as exc:
+            if exc.result is not None:  # objective_not_met: show the trials spent and the closest one
+                print_search(console, {"status": "failed", "result": exc.result})
             fail(f"{exc.code}: {exc.message}", EXIT_USAGE if exc.code in INPUT_ERRORS else EXIT_FAILED)
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -148,6 +151,7 @@ def edit(
         typer.echo(json.dumps(result, indent=2, default=str))
         return
     record = {"id": job_id, "status": "succeeded", "result": result}
+    print_search(console, record)
     print_results(console, record)
     console.print(f"edit finished in {elapsed:.1f} s")
 
