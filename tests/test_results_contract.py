@@ -93,3 +93,16 @@ def test_cli_renders_from_the_contract(sweep_result: dict[str, Any]) -> None:
     assert rows[0]["after"]["perplexity.perplexity"] == ppl["after"]
     assert render.job_artifacts({"result": sweep_result}) == sweep_result["output"]["dir"]
     assert render.sweep_results({"result": {"results": "not a list"}}) == []  # not a JobResult: nothing
+
+
+def test_store_refuses_a_result_that_is_not_a_job_result(redis_client: redis.Redis) -> None:
+    from pydantic import ValidationError
+
+    store = JobStore(redis_client)
+    job_id = store.create("alice", {"model": {"path": "tiny"}})["id"]
+    assert store.mark_running(job_id, "w1")
+    with pytest.raises(ValidationError, match="keep_mass"):
+        store.succeed(job_id, {"results": [{"keep_mass": "most of it"}]})
+    assert store.status(job_id) == "running"  # nothing half-written
+    assert store.succeed(job_id, JobResult(timings={"total": 1.5}))
+    assert store.get(job_id)["result"] == {"timings": {"total": 1.5}}  # type: ignore[index]
