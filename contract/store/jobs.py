@@ -33,6 +33,7 @@ import redis
 
 from contract import keys
 from contract.logs import request_id_var
+from contract.results import JobResult
 from contract.webhooks.events import event_name
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -436,8 +437,11 @@ class JobStore:
 
         return self._update(job_id, fn)
 
-    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
-        """running (or queued) -> succeeded with ``result`` (metrics, sweep results, artifacts)."""
+    def succeed(self, job_id: str, result: JobResult | dict[str, Any]) -> bool:
+        """running (or queued) -> succeeded with ``result`` (metrics, sweep results, artifacts), stored
+        as a ``contract.results.JobResult`` (a dict is validated against it first)."""
+        typed = result if isinstance(result, JobResult) else JobResult.model_validate(result)
+        stored = typed.to_json()
 
         def fn(rec: dict[str, Any]) -> _Change | None:
             if rec["status"] in TERMINAL_STATUSES:
@@ -449,7 +453,7 @@ class JobStore:
                 fields={
                     "status": SUCCEEDED,
                     "stages": stages,
-                    "result": result,
+                    "result": stored,
                     "progress": progress,
                     "finished_at": utcnow(),
                 },
