@@ -63,7 +63,7 @@ def test_shards_fan_out_to_another_worker(tmp_path: Path, redis_url: str) -> Non
         redis_url=redis_url,
         queue_name=f"test-shards-{tmp_path.name}",
         model_root=tmp_path / "models",
-        data_root=tmp_path,
+        data_root=tmp_path / "data",  # holds neither outputs nor uploads (the worker checks)
         output_root=tmp_path / "out",
         dataset_dir=tmp_path / "datasets",
         factor_chunk_bytes=2**16,
@@ -81,3 +81,96 @@ def test_shards_fan_out_to_another_worker(tmp_path: Path, redis_url: str) -> Non
     assert shard_events, "no shard ran on another worker"
     assert all(e["worker"] != rec["worker"] for e in shard_events)
     assert rec["result"]["cache"]["collect_factors"]["misses"] > 0
+
+
+class _DeferringFanout:
+    """A fan-out whose last shard runs "on another worker" until ``finished`` is set."""
+
+    defers = True
+
+    def __init__(self, shards: int) -> None:
+        self.remote = shards - 1
+        self.finished = False
+        self.stolen: list[int] = []
+
+    def submit(self, shard: int, shards: int, targets: list[str]) -> str:
+        return f"h{shard}"
+
+    def state(self, handle: str) -> str:
+        if handle == f"h{self.remote}":
+            return "done" if self.finished else "running"
+        return "pending"
+
+    def steal(self, handle: str) -> bool:
+        self.stolen.append(int(handle[1:]))
+        return True
+
+
+def test_parent_stops_instead_of_polling_and_continues_from_the_cache(tmp_path: Path) -> None:
+    from workers.pipeline.curvature_stage import shard_rows, store_shard
+    from workers.shards import AwaitShards
+
+    save_tiny(tmp_path / "models" / "tiny", "llama")
+    settings = Settings(
+        model_root=tmp_path / "models",
+        output_root=tmp_path / "out",
+        data_root=tmp_path,
+        factor_cache=str(tmp_path / "cache"),
+        collect_shards=3,
+        device="cpu",
+    )
+    spec = make_spec(curvature={"fisher": "sampled", "seed": 2}, edit={"layers": [1], "keep_mass": 0.8})
+    cache = open_factor_cache(settings)
+    fanout = _DeferringFanout(3)
+    with pytest.raises(AwaitShards) as wait:
+        run_pipeline(spec, settings=settings, job_id="defer", reporter=NullReporter(), cache=cache, fanout=fanout)
+    assert wait.value.handles == ["h2"] and wait.value.done == 2 and sorted(fanout.stolen) == [0, 1]
+
+    loaded = load_model(spec.model, settings)
+    targets = resolve_targets(loaded.model, layers=[1], projections=["gate", "up"])
+    inputs = curvature_inputs(spec, settings, loaded, resolve_texts(spec.calibration, settings))
+    ids = pack_calibration(inputs)
+    fids = list(collect_sums(loaded.model, targets, inputs, ids[:1], progress=None, should_cancel=None))
+    assert all(cache.get(inputs.shard_key(fid, s)) is not None for fid in fids for s in (0, 1))  # kept
+    assert all(cache.get(inputs.shard_key(fid, 2)) is None for fid in fids)
+    span = shard_rows(ids.shape[0], 3, 2)  # what the other worker's shard job does
+    part = collect_sums(
+        loaded.model, targets, inputs, ids[span], first_sequence=span.start, progress=None, should_cancel=None
+    )
+    store_shard(cache, inputs, 2, part)
+    fanout.finished = True
+    fanout.stolen.clear()
+    rep = NullReporter()
+    run_pipeline(spec, settings=settings, job_id="defer", reporter=rep, cache=cache, fanout=fanout)
+    assert fanout.stolen == []  # the continuation found every shard in the cache: nothing recollected
+    assert any(msg.startswith("factor collection in 3 shards: 3 cached") for _, msg, _ in rep.events)
+    whole = collect_sums(loaded.model, targets, inputs, ids, progress=None, should_cancel=None)
+    for fid, (mat, count) in whole.items():
+        merged = cache.get(inputs.key(fid, eig=False))
+        assert merged is not None and int(merged["count"]) == count
+        assert float((merged["sum"].double() - mat.double()).norm() / mat.double().norm()) <= 1e-6, fid
+
+
+@pytest.mark.slow
+def test_one_worker_finishes_a_four_shard_job(tmp_path: Path, redis_url: str) -> None:
+    save_tiny(tmp_path / "models" / "tiny", "llama")
+    settings = Settings(
+        redis_url=redis_url,
+        queue_name=f"test-one-worker-shards-{tmp_path.name}",
+        model_root=tmp_path / "models",
+        data_root=tmp_path / "data",  # holds neither outputs nor uploads (the worker checks)
+        output_root=tmp_path / "out",
+        dataset_dir=tmp_path / "datasets",
+        factor_chunk_bytes=2**16,
+        worker_heartbeat_s=1,
+        collect_shards=4,
+    )
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    log = tmp_path / "worker.log"
+    with worker_process(settings, log):
+        job = submit(client, settings, job_spec(0.6, "one-worker", max_tokens=6_000))
+        rec = wait_terminal(store, job, 600, log)
+    assert rec["status"] == "succeeded", rec["error"]
+    shards = [e["data"] for e in store.events(job) if (e["data"] or {}).get("kind") == "shards"]
+    assert shards and shards[0]["shards"] == 4

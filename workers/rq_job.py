@@ -34,6 +34,7 @@ from contract.store.reporter import RedisReporter
 from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
 from workers.preempt import JobPreempted, PreemptGuard, clear_preempt
 from workers.redact import public_message
+from workers.shards import AwaitShards
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def _run(client: redis.Redis, settings: Settings, job_id: str) -> dict[str, Any]
             return {"job_id": job_id, "status": store.status(job_id), "skipped": True}
         clear_preempt(client, job_id)  # a flag left by an earlier shutdown is not for this run
         preempted = _execute(client, store, job_settings(settings, rec["owner"]), job_id, rec, lease)
-    if preempted:  # after the lease is released, so the next worker may take the job at once
+    # after the lease is released, so the next worker may take the job at once
+    if isinstance(preempted, AwaitShards):
+        _await_shards(client, store, settings, job_id, preempted)
+    elif preempted:
         _requeue_preempted(client, store, settings, job_id)
     return {"job_id": job_id, "status": store.status(job_id)}
 
@@ -106,6 +110,20 @@ def _requeue_preempted(client: redis.Redis, store: JobStore, settings: Settings,
         log.warning("job %s: %s", job_id, reason)
 
 
+def _await_shards(client: redis.Redis, store: JobStore, settings: Settings, job_id: str, wait: AwaitShards) -> None:
+    """Only shards running on other workers are left: the job gives its worker back and is enqueued
+    again behind them (RQ dependency, failures allowed); that run finds every finished shard in the
+    factor cache and collects any failed one itself. The wait does not count as an attempt."""
+    reason = (
+        f"{wait.done}/{wait.shards} factor shards collected; waiting for {len(wait.handles)} on other "
+        "workers without holding a worker; the job continues (the reduce) when they finish"
+    )
+    if store.requeue(job_id, reason, refund_attempt=True):
+        rq_id = f"{job_id}-reduce-{secrets.token_hex(4)}"
+        enqueue_job(client, settings, job_id, rq_id=rq_id, note="reduce after shards", after=wait.handles)
+        log.info("job %s: %s", job_id, reason)
+
+
 def job_settings(settings: Settings, owner: str) -> Settings:
     """The settings a job of ``owner`` runs with: its outputs confined to the owner's directory."""
     return settings.model_copy(update={"output_root": owner_output_root(settings.output_root, owner)})
@@ -113,8 +131,9 @@ def job_settings(settings: Settings, owner: str) -> Settings:
 
 def _execute(
     client: redis.Redis, store: JobStore, settings: Settings, job_id: str, rec: dict[str, Any], lease: JobLease
-) -> bool:
-    """Run the pipeline and record its outcome; True when the job was pre-empted (to requeue)."""
+) -> bool | AwaitShards:
+    """Run the pipeline and record its outcome; True when the job was pre-empted (to requeue), the
+    ``AwaitShards`` when it stopped to wait for factor shards on other workers."""
     raw_spec = rec["spec"]
     # torch is imported here, in the work horse, never in the worker's parent process.
     from rq.timeouts import JobTimeoutException
@@ -141,6 +160,8 @@ def _execute(
         return False
     except JobPreempted:
         return not lease.lost
+    except AwaitShards as wait:
+        return wait if not lease.lost else False
     except JobCancelled as exc:
         store.append_event(job_id, "warning", f"stopped: {exc}", {"kind": "cancel"})
         store.mark_cancelled(job_id)

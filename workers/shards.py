@@ -6,6 +6,8 @@ targets)``. A shard job loads the same model and corpus, collects the sums of it
 them to the factor cache as a shard entry; the parent job adds the shards up (the reduce). The
 parent takes back (``steal``) any shard no worker has started and collects it itself, so a job
 never waits on a queue nobody serves. A shard job stops when its parent is cancelled or finished.
+The fan-out ``defers``: when only shards running on other workers are left, the parent gives its
+worker back and is enqueued again behind them (an RQ dependency), instead of polling.
 """
 
 from __future__ import annotations
@@ -30,12 +32,25 @@ log = logging.getLogger(__name__)
 SHARD_FUNCTION = "workers.shards.run_shard_job"
 
 
+class AwaitShards(Exception):  # noqa: N818 - a signal to unwind, like JobCancelled
+    """Every shard left runs on another worker: release this worker and continue when they finish
+    (raised by the pipeline's sharded collection, handled by ``workers.rq_job``)."""
+
+    def __init__(self, handles: list[str], done: int, shards: int) -> None:
+        super().__init__(f"waiting for {len(handles)} of {shards} factor shards on other workers")
+        self.handles = handles
+        self.done = done
+        self.shards = shards
+
+
 def shard_rq_id(job_id: str, shard: int, shards: int) -> str:
     return f"{job_id}-shard-{shard}-of-{shards}"
 
 
 class RQShardFanout:
     """``ShardFanout`` over the settings' RQ queue."""
+
+    defers = True  # the parent may raise AwaitShards and continue as a dependent RQ job
 
     def __init__(self, client: redis.Redis, settings: Settings, job_id: str) -> None:
         self.client = client

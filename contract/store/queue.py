@@ -16,7 +16,7 @@ import redis
 from rq import Queue
 from rq import worker_registration as registration
 from rq.exceptions import NoSuchJobError
-from rq.job import Callback, Job
+from rq.job import Callback, Dependency, Job
 from rq.serializers import JSONSerializer
 
 from contract.settings import Settings
@@ -33,10 +33,17 @@ def get_queue(redis_client: redis.Redis, settings: Settings) -> Queue:
 
 
 def enqueue_job(
-    redis_client: redis.Redis, settings: Settings, job_id: str, *, rq_id: str | None = None, note: str | None = None
+    redis_client: redis.Redis,
+    settings: Settings,
+    job_id: str,
+    *,
+    rq_id: str | None = None,
+    note: str | None = None,
+    after: list[str] | None = None,
 ) -> Job:
     """Put ``workers.rq_job.run_edit_job(job_id)`` on the settings' queue. The RQ job id is the
-    record id, or ``rq_id`` for a retry of the same record (``note`` says which one)."""
+    record id, or ``rq_id`` for a retry of the same record (``note`` says which one). ``after``:
+    RQ job ids to wait for (the job is deferred until each has finished or failed)."""
     return get_queue(redis_client, settings).enqueue_call(
         JOB_FUNCTION,
         args=(job_id,),
@@ -46,6 +53,7 @@ def enqueue_job(
         result_ttl=settings.failure_ttl_s,
         description=f"curvedit edit job {job_id}" + (f" ({note})" if note else ""),
         on_failure=Callback(FAILURE_CALLBACK),
+        depends_on=Dependency(jobs=after, allow_failure=True) if after else None,
     )
 
 

@@ -11,6 +11,10 @@ Each shard's sums are a cache entry of their own (the cache carries them between
 missing from the cache are offered to other workers through a ``ShardFanout`` (RQ jobs, see
 ``workers.shards``) and the job itself collects every shard nobody has started yet, so it finishes
 even with no other worker. The shard sums are then added (the reduce) and cached as the full sums.
+When every shard left is running on another worker, a fan-out that ``defers`` (the RQ one) makes
+the job raise ``AwaitShards`` instead of waiting: the job gives its worker back and runs again as
+a continuation once those shards finish (``workers.rq_job``), finding every shard in the cache.
+An in-process fan-out (no ``defers``) polls every 0.25 s as before.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from workers.pipeline.errors import PipelineError
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.loading import LoadedModel
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
+from workers.shards import AwaitShards
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +311,9 @@ def _collect_sharded(
                 progressed = True
                 break
         if not progressed:
+            if fanout is not None and getattr(fanout, "defers", False):
+                running = [handles[s] for s in sorted(set(range(k)) - done)]
+                raise AwaitShards(running, len(done), k)  # every shard here is stored in the cache
             time.sleep(0.25)
     return acc
 
