@@ -150,6 +150,18 @@ class OutputInfo(_Open):
     sweep: bool = Field(default=False, description="One sub-directory per keep_mass (rho-<value>).")
 
 
+class MlflowInfo(_Open):
+    """Where the job was logged in MLflow (``workers/tracking``), or why it could not be."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    model_uri: str | None = Field(default=None, description="runs:/<run id>/model, for a job with one result.")
+    model_version: dict[str, str] | None = Field(default=None, description="{name, version} with output.register_as.")
+    error: str | None = Field(default=None, description="Set when every attempt to reach MLflow failed.")
+    attempts: int | None = None
+
+
 class JobResult(_Open):
     """A succeeded job's result (``result`` of the job record)."""
 
@@ -163,6 +175,7 @@ class JobResult(_Open):
     fingerprints: dict[str, str] = Field(default_factory=dict)
     output: OutputInfo | None = None
     search: SearchResult | None = Field(default=None, description="Set for goal-directed jobs (spec.objective).")
+    mlflow: MlflowInfo | None = Field(default=None, description="Set when CURVEDIT_MLFLOW_TRACKING_URI is.")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored in the record (fields never given are left out)."""
