@@ -26,7 +26,7 @@ def _settings(tmp_path: Path, redis_url: str, max_attempts: int) -> Settings:
         redis_url=redis_url,
         queue_name=f"test-dead-{tmp_path.name}",
         model_root=tmp_path / "models",
-        data_root=tmp_path,
+        data_root=tmp_path / "data",  # never a parent of the output root (the worker refuses that)
         output_root=tmp_path / "out",
         dataset_dir=tmp_path / "datasets",
         factor_cache="off",

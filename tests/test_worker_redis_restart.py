@@ -71,7 +71,7 @@ def test_worker_reconnects_after_redis_restart(tmp_path: Path, own_redis: tuple[
         redis_url=f"redis://127.0.0.1:{port}/0",
         queue_name="restart-test",
         model_root=tmp_path / "models",
-        data_root=tmp_path,
+        data_root=tmp_path / "data",  # never a parent of the output root (the worker refuses that)
         output_root=tmp_path / "out",
         dataset_dir=tmp_path / "datasets",
         factor_cache="off",
