@@ -8,7 +8,8 @@ appends an event and moves the job's progress every ``--tick`` seconds — each 
 open stream, which then reads the record and the new events and sends them. The streams are
 held by a separate client process (asyncio + httpx); the polls come from ``--pollers`` threads
 in this process, for ``--seconds`` per level (and at most ``--max-requests``). After each level
-the stream process reports how many events its streams received, so a stalled stream shows.
+the stream process reports how many events its streams received, so a stalled stream shows;
+``gw CPU`` is the gateway process's CPU time per second of the level (1.0 = one core busy).
 
 Target (issue 9): p99 < 25 ms and no stall with 200 open streams on 2 cores.
 
@@ -149,6 +150,7 @@ class Stack:
                 env=env,
             )
         )
+        self.gateway_pid = self.procs[-1].pid
         wait_for(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, "the gateway")
 
     def stop(self) -> None:
@@ -177,6 +179,12 @@ class Publisher(threading.Thread):
             self.store.append_event(self.job_id, "info", f"batch {step}", {"kind": "bench", "step": step})
             self.store.set_progress(self.job_id, (step % 1000) / 1000, tokens_done=step * 512, tokens_total=512_000)
             self.sent += 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def poll(url: str, job_id: str, seconds: float, pollers: int, max_requests: int) -> tuple[list[float], int, float]:
@@ -257,7 +265,9 @@ def main() -> None:
                     holder.stdin.flush()
                     holder.stdout.readline()  # reset the counters: count only the measured window
                 sent_before = publisher.sent
+                cpu_before = cpu_seconds(stack.gateway_pid)
                 latencies, errors, elapsed = poll(stack.url, job_id, args.seconds, args.pollers, args.max_requests)
+                gateway_cpu = (cpu_seconds(stack.gateway_pid) - cpu_before) / elapsed
                 ticks = publisher.sent - sent_before
                 delivered, slowest = 0, 0
                 if holder is not None:
@@ -278,6 +288,7 @@ def main() -> None:
                         "max_ms": 1000 * max(latencies) if latencies else float("nan"),
                         "rps": len(latencies) / elapsed,
                         "ticks": ticks,
+                        "gateway_cpu": gateway_cpu,
                         "events_per_stream": (delivered / n) if n else None,
                         "slowest_stream_events": slowest if n else None,
                     }
@@ -290,12 +301,12 @@ def main() -> None:
     print(f"\nGET /v1/edit-jobs/{{id}} while SSE streams follow a running job ({args.pollers} pollers, "
           f"{args.seconds:.0f} s per level, an event every {args.tick} s; {cores} CPUs; gateway from {args.src})")
     print(f"{'streams':>8} {'polls':>7} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
-          f"{'events sent':>12} {'got/stream':>11} {'slowest':>8}")
+          f"{'events sent':>12} {'got/stream':>11} {'slowest':>8} {'gw CPU':>7}")
     for r in rows:
         per = "-" if r["events_per_stream"] is None else f"{r['events_per_stream']:.1f}"
         slow = "-" if r["slowest_stream_events"] is None else str(r["slowest_stream_events"])
         print(f"{r['streams']:>8} {r['polls']:>7} {r['errors']:>4} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-              f"{r['max_ms']:>8.1f} {r['rps']:>8.0f} {r['ticks']:>12} {per:>11} {slow:>8}")
+              f"{r['max_ms']:>8.1f} {r['rps']:>8.0f} {r['ticks']:>12} {per:>11} {slow:>8} {r['gateway_cpu']:>6.0%}")
     worst = max(rows, key=lambda r: r["streams"])
     verdict = "met" if worst["p99_ms"] < 25 and worst["errors"] == 0 else "NOT met"
     print(f"target p99 < 25 ms with {worst['streams']} streams: {verdict} (p99 {worst['p99_ms']:.1f} ms)")
