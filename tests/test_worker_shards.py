@@ -174,3 +174,6 @@ def test_one_worker_finishes_a_four_shard_job(tmp_path: Path, redis_url: str) ->
     assert rec["status"] == "succeeded", rec["error"]
     shards = [e["data"] for e in store.events(job) if (e["data"] or {}).get("kind") == "shards"]
     assert shards and shards[0]["shards"] == 4
+    memory = [e["data"] for e in store.events(job) if (e["data"] or {}).get("kind") == "memory"]
+    # the work horse's peak RSS (torch and a model loaded: well above 100 MB); no gateway, no estimate
+    assert len(memory) == 1 and memory[0]["host_gb"] > 0.1 and memory[0]["estimated_gb"] is None

@@ -32,6 +32,7 @@ from contract.store.jobs import TERMINAL_STATUSES, JobStore
 from contract.store.queue import enqueue_job
 from contract.store.reporter import RedisReporter
 from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
+from workers.memory_peak import memory_event
 from workers.preempt import JobPreempted, PreemptGuard, clear_preempt
 from workers.redact import public_message
 from workers.shards import AwaitShards
@@ -181,6 +182,8 @@ def _execute(
         if lease.lost:  # finished, but a retry may own the record now: do not overwrite it
             log.warning("job %s finished after losing its lease; result not recorded", job_id)
             return False
+        message, data = memory_event(rec.get("estimate"))  # measured peak beside the preflight's
+        store.append_event(job_id, "info", message, data)
         tracked = track_outcome(settings, store, job_id, rec, "succeeded", result)  # MLflow, when configured
         store.succeed(job_id, result if tracked is None else {**result, "mlflow": tracked})
     return False
