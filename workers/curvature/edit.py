@@ -9,6 +9,10 @@ A ρ sweep passes one ``Rotations`` to every ``apply_edit`` call: ``C = U_G^T W 
 computed once per target (from the weights of the first call, which must be the originals) and
 each ρ costs only its selection, the mask and one back-rotation. The statistics come from the
 per-row keep counts (O(m + n)), not from the (m, n) mask.
+
+EK-FAC (``scores`` per target, the mean ``s_ij`` of ``workers.curvature.ekfac``): the pairs are
+ranked by ``s_ij`` instead of ``λ_i μ_j`` (``selection.score_mask``, same keep-mass rule over
+``Σ s_ij``); the kept mass fraction in the report is then a fraction of ``Σ s_ij``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from torch import nn
 
 from workers.curvature.eigen import Eigen
 from workers.curvature.projection import rotate, unrotate
-from workers.curvature.selection import keep_counts, mask_from_counts, stats_from_counts
+from workers.curvature.selection import keep_counts, mask_from_counts, score_mask, score_stats, stats_from_counts
 from workers.curvature.targets import EditTarget, module_weight
 
 KeepMassArg = float | Callable[[EditTarget], float]
@@ -86,8 +90,10 @@ def edit_target(
     a_eig: Eigen,
     keep_mass: float,
     rotations: Rotations | None = None,
+    scores: torch.Tensor | None = None,
 ) -> LayerReport:
-    """Edit one target in place and report it (``rotations``: reuse ``C`` across a sweep)."""
+    """Edit one target in place and report it (``rotations``: reuse ``C`` across a sweep;
+    ``scores``: EK-FAC ``s`` of shape (out, in) to rank by instead of ``λ_i μ_j``)."""
     module = target.module(model)
     w = weight_matrix(target, module)
     if g_eig.values.numel() != target.out_features or a_eig.values.numel() != target.in_features:
@@ -96,14 +102,21 @@ def edit_target(
             f"got ({g_eig.values.numel()}, {a_eig.values.numel()})"
         )
     dev = w.device
-    counts = keep_counts(g_eig.values, a_eig.values, keep_mass)
-    stats = stats_from_counts(counts, g_eig.values, a_eig.values)
+    score_keep: torch.Tensor | None = None
+    if scores is None:
+        counts = keep_counts(g_eig.values, a_eig.values, keep_mass)
+        stats = stats_from_counts(counts, g_eig.values, a_eig.values)
+    else:
+        if tuple(scores.shape) != target.shape:
+            raise ValueError(f"expected scores of {target.name} of shape {target.shape}, got {tuple(scores.shape)}")
+        score_keep = score_mask(scores, keep_mass)
+        stats = score_stats(score_keep, scores)
     with torch.no_grad():
         if stats["kept_pairs"] == stats["total_pairs"]:
             change = 0.0  # every pair kept: the projection is the identity
         else:
             c = rotate(w, g_eig.vectors, a_eig.vectors) if rotations is None else rotations.get(target, w, g_eig, a_eig)
-            mask = mask_from_counts(counts, target.in_features).to(dev)
+            mask = (mask_from_counts(counts, target.in_features) if score_keep is None else score_keep).to(dev)
             new = unrotate(c, g_eig.vectors, a_eig.vectors, mask, w.dtype)
             del mask
             w32 = w.detach().float()
@@ -131,9 +144,11 @@ def apply_edit(
     eigens: Mapping[str, tuple[Eigen, Eigen]],
     keep_mass: KeepMassArg,
     rotations: Rotations | None = None,
+    corrections: Mapping[str, torch.Tensor] | None = None,
 ) -> list[LayerReport]:
     """Edit every target in place; ``eigens[name] = (G-eigen, A-eigen)``; ``keep_mass`` per target;
-    ``rotations`` reuses each target's ``C`` across the calls of a sweep."""
+    ``rotations`` reuses each target's ``C`` across the calls of a sweep; ``corrections[name]``
+    (EK-FAC ``s``, out x in) ranks that target's pairs by ``s_ij``."""
     missing = [t.name for t in targets if t.name not in eigens]
     if missing:
         raise ValueError(f"no eigenbases for targets {missing}; have {sorted(eigens)}")
@@ -141,5 +156,6 @@ def apply_edit(
     for t in targets:
         rho = keep_mass(t) if callable(keep_mass) else keep_mass
         g_eig, a_eig = eigens[t.name]
-        reports.append(edit_target(model, t, g_eig, a_eig, rho, rotations))
+        scores = None if corrections is None else corrections[t.name]
+        reports.append(edit_target(model, t, g_eig, a_eig, rho, rotations, scores))
     return reports

@@ -127,12 +127,14 @@ def valid_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 class _Collector:
     """Hooks and accumulators for one ``collect_factors`` call."""
 
-    def __init__(self, model: nn.Module, targets: list[EditTarget], precision: Precision) -> None:
+    def __init__(
+        self, model: nn.Module, targets: list[EditTarget], precision: Precision, *, allocate: bool = True
+    ) -> None:
         self.targets = targets
         self.precision = precision
         self.A: dict[str, torch.Tensor] = {}
         self.G: dict[str, torch.Tensor] = {}
-        for t in targets:
+        for t in targets if allocate else []:  # a subclass with other accumulators skips A and G
             dev = module_weight(t.module(model)).device
             if t.input_key not in self.A:
                 self.A[t.input_key] = torch.zeros(t.in_features, t.in_features, dtype=torch.float32, device=dev)
@@ -166,8 +168,7 @@ class _Collector:
         def forward_hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if target.input_key not in self._a_done:
                 self._a_done.add(target.input_key)
-                a = self._rows(args[0].detach(), target.name)
-                accumulate_outer(self.A[target.input_key], a, self.precision)
+                self.on_input(target, self._rows(args[0].detach(), target.name))
             replaced = None
             if not output.requires_grad:
                 # Nothing upstream needs a gradient: start the graph here (cuts the backward).
@@ -178,6 +179,15 @@ class _Collector:
 
         return forward_hook
 
+    def on_input(self, target: EditTarget, a: torch.Tensor) -> None:
+        """The valid input rows (N, in) of ``target`` (once per input key and batch): ``A += a^T a``."""
+        accumulate_outer(self.A[target.input_key], a, self.precision)
+
+    def on_output_grad(self, name: str, g: torch.Tensor, alpha: float) -> None:
+        """Output-gradient rows of target ``name``: (N, out), or (k N, out) sample-major for k
+        batched samples. ``G += alpha g^T g``."""
+        accumulate_outer(self.G[name], g, self.precision, alpha=alpha)
+
     def accumulate_g(self, root: torch.Tensor, grad_root: torch.Tensor, *, alpha: float, retain: bool) -> None:
         """Backward from ``root`` (seeded with ``grad_root``) to the targets' outputs; ``G += alpha g g^T``."""
         if not self.outputs:
@@ -187,7 +197,7 @@ class _Collector:
         grads = torch.autograd.grad(root, tensors, grad_outputs=grad_root, allow_unused=True, retain_graph=retain)
         for (name, _), g in zip(self.outputs, grads, strict=True):
             if g is not None:
-                accumulate_outer(self.G[name], self._rows(g, name), self.precision, alpha=alpha)
+                self.on_output_grad(name, self._rows(g, name), alpha)
 
     def accumulate_g_batched(self, root: torch.Tensor, grad_roots: torch.Tensor, *, alpha: float) -> bool:
         """Like ``accumulate_g`` for k seeds ``grad_roots`` (k, *root.shape) in one vmapped backward.
@@ -207,7 +217,7 @@ class _Collector:
             if g is not None:
                 mask = self.valid_on(g.device)
                 rows = g[:, mask].reshape(-1, g.shape[-1]).float()  # (k * N, out)
-                accumulate_outer(self.G[name], rows, self.precision, alpha=alpha)
+                self.on_output_grad(name, rows, alpha)
         return True  # the graph (kept for a failed attempt's fallback) goes with the batch's tensors
 
     def finish_batch(self) -> None:
@@ -352,8 +362,10 @@ def _collect(
     total_tokens: int | None,
     progress: Callable[[int, int | None], None] | None,
     should_cancel: Callable[[], bool] | None,
+    collector: _Collector | None = None,
 ) -> dict[str, KFACFactors]:
-    collector = _Collector(model, targets, opts.precision)
+    """The hooked pass; ``collector`` (default: the K-FAC one) receives the rows (``ekfac`` passes its own)."""
+    collector = _Collector(model, targets, opts.precision) if collector is None else collector
     in_device = _input_device(model)
     split = split_body_and_head(model)
     handles = [t.module(model).register_forward_hook(collector.hook(t)) for t in targets]

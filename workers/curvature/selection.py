@@ -232,3 +232,60 @@ def stats_from_counts(counts: torch.Tensor, eig_out: torch.Tensor, eig_in: torch
         "rank_in": int(k.max()),
     }
 
+
+# --- general score matrices (EK-FAC) -------------------------------------------------------------
+#
+# ``score_mask`` applies the same keep-mass rule to an arbitrary non-negative score matrix ``s``
+# (EK-FAC's ``s_ij``), which has no staircase structure. Exact rule: the pairs are ordered by score
+# descending, equal scores by row ``i`` ascending then column ``j`` ascending (row-major) -- the
+# tie rule of ``curvature_mask``. ``c_k`` is the float64 running sum (sequential, in that order) of
+# the first ``k`` scores and the total is ``c_{mn}``; the kept set is the shortest prefix with
+# ``c_k >= ρ · total``. ρ = 1 keeps every pair; a zero total with ρ < 1 keeps nothing. Cost: one
+# O(mn log mn) sort on the host.
+
+
+def _check_scores(scores: torch.Tensor) -> np.ndarray:
+    if scores.dim() != 2 or scores.numel() == 0:
+        raise ValueError(f"expected scores as a non-empty 2-D tensor, got shape {tuple(scores.shape)}")
+    s = scores.detach().to(device="cpu", dtype=torch.float64).numpy()
+    if not bool(np.isfinite(s).all()):
+        raise ValueError("expected finite scores")
+    if bool((s < 0).any()):
+        raise ValueError(f"expected scores >= 0, got min {float(s.min())}")
+    return s
+
+
+def score_mask(scores: torch.Tensor, keep_mass: float) -> torch.Tensor:
+    """Bool mask (m, n) of the pairs kept from the score matrix ``scores`` (rule above)."""
+    s = _check_scores(scores)
+    rho = _check_keep_mass(keep_mass)
+    m, n = s.shape
+    flat = s.reshape(-1)
+    keep = np.zeros(flat.size, dtype=np.bool_)
+    if rho >= 1.0:
+        keep[:] = True
+    else:
+        order = np.argsort(-flat, kind="stable")  # stable: equal scores stay in row-major order
+        running = np.cumsum(flat[order])
+        target = rho * float(running[-1])
+        if target > 0.0:
+            k = int(np.searchsorted(running, target, side="left")) + 1  # first prefix reaching it
+            keep[order[: min(k, flat.size)]] = True
+    return torch.from_numpy(keep.reshape(m, n)).to(scores.device)
+
+
+def score_stats(mask: torch.Tensor, scores: torch.Tensor) -> dict[str, float | int]:
+    """``selection_stats`` for a score-ranked mask: the kept mass fraction is Σ kept s / Σ s."""
+    if mask.shape != scores.shape:
+        raise ValueError(f"expected mask of shape {tuple(scores.shape)}, got {tuple(mask.shape)}")
+    s = scores.detach().to(device=mask.device, dtype=torch.float64)
+    total = float(s.sum())
+    kept = float(s[mask].sum())
+    m, n = scores.shape
+    return {
+        "kept_pairs": int(mask.sum()),
+        "total_pairs": m * n,
+        "kept_mass_fraction": kept / total if total > 0 else 1.0 if bool(mask.all()) else 0.0,
+        "rank_out": int(mask.any(dim=1).sum()),
+        "rank_in": int(mask.any(dim=0).sum()),
+    }
