@@ -31,6 +31,7 @@ Role = Literal["gate", "up", "down"]
 FisherType = Literal["sampled", "empirical"]
 ModelDType = Literal["float32", "bfloat16", "float16", "auto"]
 EigDType = Literal["float32", "float64"]
+Estimator = Literal["kfac", "ekfac"]
 AccumulationPrecision = Literal["fp32", "tf32", "bf16"]
 DEFAULT_ROLES: tuple[Role, ...] = ("gate", "up")
 
@@ -182,6 +183,12 @@ class CurvatureSpec(StrictModel):
         "(logits_chunk x vocabulary) float32 block instead of the whole batch's logits.",
     )
     eig_dtype: EigDType = Field(default="float32", description="Precision of the eigendecompositions.")
+    estimator: Estimator = Field(
+        default="kfac",
+        description="'kfac': rank eigen-pair (i, j) by the product of the factor eigenvalues; 'ekfac': one more "
+        "pass measures each pair's true second moment s_ij = E[(U_G^T g a^T U_A)_ij^2] and ranks by it "
+        "(eigenvalue-corrected K-FAC; cached like the factors).",
+    )
 
     @model_validator(mode="after")
     def _samples_need_sampled_fisher(self) -> CurvatureSpec:
@@ -525,6 +532,17 @@ class EditJobSpec(StrictModel):
     evaluation: EvaluationSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)
     notify: NotifySpec | None = Field(default=None, description="Signed webhook for this job's events.")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_needs_kfac(cls, objective: ObjectiveSpec | None, info: ValidationInfo) -> ObjectiveSpec | None:
+        curvature = info.data.get("curvature")
+        if objective is not None and curvature is not None and curvature.estimator != "kfac":
+            raise ValueError(
+                "objective needs curvature.estimator='kfac' (the goal-directed search ranks by K-FAC "
+                "eigenvalues only): drop the objective or set curvature.estimator to 'kfac'"
+            )
+        return objective
 
     @field_validator("edit")
     @classmethod

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EntryKind = Literal["A", "G", "A_eig", "G_eig"]
+EntryKind = Literal["A", "G", "A_eig", "G_eig", "S"]
 
 
 def canonical_json(value: Any) -> str:
@@ -26,7 +26,8 @@ class CacheKey:
     """Identity of one cache entry.
 
     ``kind``: ``A`` / ``G`` (float32 sum + token count) or ``A_eig`` / ``G_eig`` (eigenvalues and
-    eigenvectors). ``module``: the module name for ``G``, the shared input key for ``A``.
+    eigenvectors) or ``S`` (EK-FAC eigenvalue-correction sum, out x in, + token count; its args
+    name the eigenbases it was measured in). ``module``: the module name for ``G``, the shared input key for ``A``.
     ``model``: a human-readable model label (not part of the hash; the fingerprint in ``args`` is).
     """
 

@@ -1,12 +1,16 @@
 """Stages ``collect_factors`` and ``eigendecompose``: K-FAC factors and their eigenbases for the
-targets, from the factor cache where possible (``workers/pipeline/curvature_stage.py``)."""
+targets, from the factor cache where possible (``workers/pipeline/curvature_stage.py``); with
+``curvature.estimator = "ekfac"`` also the eigenvalue corrections (``workers/pipeline/ekfac_stage.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from workers.cache.guarded import GuardedCache
 from workers.pipeline.curvature_stage import CurvatureInputs, CurvatureResult, compute_curvature, curvature_inputs
+from workers.pipeline.ekfac_stage import compute_corrections
 from workers.pipeline.stages.context import JobContext
 from workers.pipeline.stages.load import LoadedJob
 
@@ -17,6 +21,7 @@ class CurvatureOut:
 
     inputs: CurvatureInputs
     result: CurvatureResult
+    corrections: dict[str, torch.Tensor] | None = None  # EK-FAC s per target (estimator "ekfac")
 
 
 def curvature_stage(ctx: JobContext, job: LoadedJob) -> CurvatureOut:
@@ -36,4 +41,12 @@ def curvature_stage(ctx: JobContext, job: LoadedJob) -> CurvatureOut:
         on_stage=ctx.clock.stage,
         fanout=ctx.fanout,
     )
-    return CurvatureOut(inputs=inputs, result=result)
+    corrections = None
+    if ctx.spec.curvature.estimator == "ekfac":
+        corr = compute_corrections(
+            job.loaded.model, job.targets, inputs, result.eigens, reporter=reporter, cache=guarded
+        )
+        corrections = corr.scores
+        result.cache["ekfac"] = corr.cache  # reported in the manifest and the job result
+        result.keys.update(corr.keys)
+    return CurvatureOut(inputs=inputs, result=result, corrections=corrections)

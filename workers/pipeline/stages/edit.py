@@ -88,7 +88,8 @@ def edit_stage(ctx: JobContext, job: LoadedJob, curv: CurvatureOut, plan: EditPl
     rotations = Rotations() if len(sweep) > 1 else None
 
     def reedit(i: int) -> Any:
-        return apply_edit(model, targets, eigens, keep_mass_for(sweep[i], overrides, n_layers), rotations)
+        rho = keep_mass_for(sweep[i], overrides, n_layers)
+        return apply_edit(model, targets, eigens, rho, rotations, curv.corrections)
 
     out = EditedSweep(params=params, originals=snapshot(params, pnames), points=[], reedit=reedit)
     per_point = sum(params[n].numel() * params[n].element_size() for n in pnames)
