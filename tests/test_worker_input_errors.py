@@ -142,6 +142,22 @@ def test_unexpected_error_keeps_the_traceback_in_the_log(env, monkeypatch, caplo
     assert "secret detail" in caplog.text and "Traceback" in caplog.text
 
 
+def test_event_messages_lose_server_paths(env, monkeypatch) -> None:
+    settings, store, tmp = env
+    from workers.cache import guarded
+
+    def failing_get(self, key):  # the backend fails the way a missing disk does: the error quotes a path
+        self._failed("read", OSError(f"[Errno 2] No such file or directory: '{tmp}/state/factor-cache/x.json'"))
+
+    monkeypatch.setattr(guarded.GuardedCache, "get", failing_get)
+    settings.factor_cache = str(tmp / "state" / "factor-cache")
+    rec, events = run(settings, store, job_spec())
+    assert rec["status"] == "succeeded", rec["error"]
+    cache_events = [e["message"] for e in events if (e.get("data") or {}).get("kind") == "cache"]
+    assert any("<state_dir>/factor-cache/x.json" in m for m in cache_events), cache_events
+    assert_no_leak(rec, events, tmp)
+
+
 def test_pipeline_error_messages_lose_server_paths(env) -> None:
     settings, store, tmp = env
     (tmp / "models" / "empty").mkdir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from contract.settings import Settings
 
@@ -36,3 +37,24 @@ def public_message(message: str, settings: Settings) -> str:
     for spelling, label in sorted(pairs, key=lambda p: len(p[0]), reverse=True):
         message = message.replace(spelling, label)
     return _ABSOLUTE.sub("<path>", message)
+
+
+class RedactingReporter:
+    """A ``Reporter`` wrapper whose event messages go through ``public_message`` (a factor-cache
+    warning quoting an ``OSError`` would otherwise hand clients a server path)."""
+
+    def __init__(self, inner: Any, settings: Settings) -> None:
+        self.inner = inner
+        self.settings = settings
+
+    def stage(self, name: Any, *, cached: bool = False) -> None:
+        self.inner.stage(name, cached=cached)
+
+    def progress(self, fraction: float, *, tokens_done: int | None = None, tokens_total: int | None = None) -> None:
+        self.inner.progress(fraction, tokens_done=tokens_done, tokens_total=tokens_total)
+
+    def event(self, level: Any, message: str, data: dict[str, Any] | None = None) -> None:
+        self.inner.event(level, public_message(message, self.settings), data)
+
+    def cancelled(self) -> bool:
+        return bool(self.inner.cancelled())

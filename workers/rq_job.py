@@ -6,7 +6,7 @@ where torch is first imported. Outcomes map onto the record: success -> ``succee
 ``JobCancelled`` -> ``cancelled``; ``PipelineError`` -> ``failed`` with its code; a timeout ->
 ``failed``/``timeout``; anything else -> ``failed``/``internal`` with a message that names only the
 exception type (the traceback goes to the worker log, never to the record or its events); server
-paths in a ``PipelineError`` message are replaced (``workers.redact``). A worker shutting down
+paths in a ``PipelineError`` message or an event are replaced (``workers.redact``). A worker shutting down
 pre-empts its job: it stops after the current batch and is requeued (``workers.preempt``).
 Starting is idempotent: a terminal record, or one whose lease another live process holds, is
 left alone.
@@ -34,7 +34,7 @@ from contract.store.reporter import RedisReporter
 from workers.lease import JobLease, LeaseGuard, LeaseLost, lease_ttl_s
 from workers.memory_peak import memory_event
 from workers.preempt import JobPreempted, PreemptGuard, clear_preempt
-from workers.redact import public_message
+from workers.redact import RedactingReporter, public_message
 from workers.shards import AwaitShards
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,8 @@ def _execute(
     except ValidationError as exc:
         store.fail(job_id, "invalid_spec", f"stored spec does not validate: {exc}")
         return False
-    reporter = PreemptGuard(LeaseGuard(RedisReporter(store, job_id), lease), client, job_id)
+    guarded = PreemptGuard(LeaseGuard(RedisReporter(store, job_id), lease), client, job_id)
+    reporter = RedactingReporter(guarded, settings)
     try:
         cache = open_factor_cache(settings, client, owner=rec["owner"])
         fanout = RQShardFanout(client, settings, job_id) if settings.collect_shards > 1 else None
