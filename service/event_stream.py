@@ -73,18 +73,24 @@ class UpdateHub:
         self._generation: dict[str, int] = {}
         self._reads: dict[tuple[str, int, int], asyncio.Future[Snapshot]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.connected = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="curvedit-update-hub")
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the subscription. Bounded: a cancellation that redis-py's reader swallows must not
+        hang the gateway's shutdown (the loop also checks ``_closed``, and closing the pool
+        afterwards ends any read still pending)."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                log.warning("the job update subscription did not stop within %.0f s", timeout)
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
@@ -136,13 +142,15 @@ class UpdateHub:
                     event.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(_PATTERN)
                 self.connected.set()
                 self._wake()  # anything may have happened while we were not subscribed
                 async for message in pubsub.listen():
+                    if self._closed:
+                        return
                     channel = message.get("channel")
                     name = channel.decode(errors="replace") if isinstance(channel, bytes) else str(channel)
                     if name.startswith(_PREFIX) and name.endswith(_SUFFIX):

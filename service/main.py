@@ -9,6 +9,8 @@ imports torch (tests assert it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.updates.close()
-            await app.state.aredis.aclose()
-            await app.state.aredis.connection_pool.disconnect()
+            with contextlib.suppress(Exception):  # bounded: shutdown must not hang on a dead socket
+                await asyncio.wait_for(app.state.aredis.aclose(), 5)
+                await asyncio.wait_for(app.state.aredis.connection_pool.disconnect(), 5)
             app.state.redis.close()
             app.state.redis.connection_pool.disconnect()
             app.state.redis = app.state.aredis = app.state.updates = None

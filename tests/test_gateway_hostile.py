@@ -423,3 +423,31 @@ def test_an_idempotent_replay_waits_for_the_first_request_without_holding_a_thre
     posting.join(timeout=10)
     assert got and got[0].status_code == 200, got
     assert got[0].json()["id"] == job_id and got[0].headers["Idempotent-Replayed"] == "true"
+
+
+def test_update_hub_shutdown_is_bounded_even_if_its_reader_swallows_the_cancel(redis_url: str) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from service.event_stream import UpdateHub
+
+    async def scenario() -> float:
+        hub = UpdateHub(aioredis.Redis.from_url(redis_url))
+
+        async def stubborn() -> None:  # a reader that eats CancelledError (for 3 s, then gives up)
+            until = time.monotonic() + 3
+            while time.monotonic() < until:
+                try:
+                    await asyncio.sleep(until - time.monotonic())
+                except asyncio.CancelledError:
+                    continue
+
+        hub._task = asyncio.get_running_loop().create_task(stubborn())
+        t0 = time.monotonic()
+        await hub.close(timeout=0.3)
+        elapsed = time.monotonic() - t0
+        await hub.r.aclose()
+        return elapsed
+
+    assert asyncio.run(scenario()) < 2  # the lifespan shutdown waits 0.3 s, not for the reader
