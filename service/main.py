@@ -20,12 +20,15 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
+from contract.logs import configure_logging
 from contract.roots import check_roots
 from contract.settings import Settings, get_settings
+from contract.tracing import setup_tracing
 from service.api.deps import reject_unknown_query
 from service.api.routes import artifacts, datasets, factors, health, jobs, webhooks
 from service.errors import install_error_handlers
 from service.event_stream import UpdateHub
+from service.log_context import LogContextMiddleware
 from service.metrics import build_registry
 from service.middleware import BodyLimitMiddleware, JsonTextMiddleware, RequestCounterMiddleware
 from service.request_id import RequestIdMiddleware
@@ -57,6 +60,9 @@ def open_async_redis(settings: Settings) -> aioredis.Redis:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.log_format == "json":
+        configure_logging(settings)
+    setup_tracing(settings, "gateway")
     check_roots(settings)  # a model/data root holding state or outputs would cross tenants
     if not settings.key_table():
         log.warning("CURVEDIT_API_KEYS is empty: authentication is DISABLED (every request is 'anonymous')")
@@ -111,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestCounterMiddleware, counter=request_counter, templates=templates)
+    app.add_middleware(LogContextMiddleware)  # inside RequestIdMiddleware: the id is set by then
     app.add_middleware(RequestIdMiddleware)
     return app
 
