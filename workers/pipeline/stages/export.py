@@ -114,6 +114,9 @@ def export_stage(
     clock.close()
     edits.restore()
     clock.timings["total"] = round(time.perf_counter() - ctx.started, 4)
+    optional: dict[str, Any] = {}  # fields only some jobs have (left out of the result otherwise)
+    if plan.search is not None:
+        optional["search"] = SearchResult.model_validate(plan.search)
     return JobResult(
         results=[SweepPoint.model_validate(p) for p in points],
         baseline=Metrics.model_validate(baseline),
@@ -124,5 +127,5 @@ def export_stage(
         targets=[TargetInfo.model_validate(t) for t in common["targets"]],
         fingerprints={"model": job.fingerprints["model"], "calibration": job.fingerprints["calibration"]},
         output=OutputInfo(dir=str(job.out_dir), relative_dir=job.out_rel, sweep=not single),
-        **({"search": SearchResult.model_validate(plan.search)} if plan.search is not None else {}),
+        **optional,
     )
