@@ -8,16 +8,19 @@ the field and the line or index, never a server path.
 
 from __future__ import annotations
 
+from typing import Any
+
 from contract.errors import ErrorCode
 
 
 class PipelineError(Exception):
     """A failure with a stable ``code`` (see ``ErrorCode``) and a human-readable message."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code: ErrorCode = code
         self.message = message
+        self.result = result  # what the job did find (e.g. the search trials of objective_not_met)
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
