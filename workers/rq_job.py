@@ -171,7 +171,7 @@ def _execute(
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message)
         error = {"code": exc.code, "message": public_message(exc.message, settings)}
         track_outcome(settings, store, job_id, rec, "failed", None, error)
-        store.fail(job_id, exc.code, error["message"])
+        store.fail(job_id, exc.code, error["message"], result=exc.result)
     except JobTimeoutException:
         store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s")
     except Exception as exc:  # noqa: BLE001 - every failure must end the record; the traceback stays in the log

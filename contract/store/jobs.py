@@ -464,20 +464,24 @@ class JobStore:
 
         return self._update(job_id, fn)
 
-    def fail(self, job_id: str, code: str, message: str) -> bool:
-        """queued|running -> failed with ``error {code, message}``."""
+    def fail(self, job_id: str, code: str, message: str, result: dict[str, Any] | None = None) -> bool:
+        """queued|running -> failed with ``error {code, message}``; ``result`` keeps what the job did
+        find (the search trials of an ``objective_not_met`` job)."""
 
         def fn(rec: dict[str, Any]) -> _Change | None:
             if rec["status"] in TERMINAL_STATUSES:
                 return None
             stages, durations = _close_stage(rec, "failed")
+            fields: dict[str, Any] = {
+                "status": FAILED,
+                "stages": stages,
+                "error": {"code": code, "message": message},
+                "finished_at": utcnow(),
+            }
+            if result is not None:
+                fields["result"] = result
             return _Change(
-                fields={
-                    "status": FAILED,
-                    "stages": stages,
-                    "error": {"code": code, "message": message},
-                    "finished_at": utcnow(),
-                },
+                fields=fields,
                 new_status=FAILED,
                 durations=durations,
                 events=[("error", f"job failed: {message}", {"kind": "status", "status": FAILED, "code": code})],
