@@ -20,4 +20,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     || "$VENV/bin/python" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
 "$VENV/bin/python" -m pip install -q -e '.[worker,dev,embedded,mlflow,otel]'
+# the `oracles` extra (curvlinops, for the tests) without its dependencies: see pyproject.toml
+"$VENV/bin/python" -m pip install -q --no-deps "curvlinops-for-pytorch==3.0.1" "backpack-for-pytorch==1.7.1" \
+  "linear_operator==0.6.1" "einops>=0.8" "einconv>=0.1" "opt-einsum>=3.3"
 touch "$stamp"

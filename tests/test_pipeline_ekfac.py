@@ -71,9 +71,7 @@ def test_ekfac_job_edits_by_the_corrections_and_caches_them(roots: Path) -> None
     assert dict(rep2.stages)["collect_factors"] is True
     assert any(d and d.get("kind") == "ekfac" and d["cached"] is True for _, _, d in rep2.events)
     kfac = run_pipeline(
-        make_spec(
-            curvature={"fisher": "empirical"}, edit={"layers": [3], "projections": ["down"], "keep_mass": 0.4}
-        ),
+        make_spec(curvature={"fisher": "empirical"}, edit={"layers": [3], "projections": ["down"], "keep_mass": 0.4}),
         settings=settings,
         job_id="ek3",
         reporter=NullReporter(),
