@@ -150,20 +150,10 @@ class OutputInfo(_Open):
     sweep: bool = Field(default=False, description="One sub-directory per keep_mass (rho-<value>).")
 
 
-class MlflowInfo(_Open):
-    """Where the job was logged in MLflow (``workers/tracking``), or why it could not be."""
-
-    run_id: str | None = None
-    experiment_id: str | None = None
-    tracking_uri: str | None = None
-    model_uri: str | None = Field(default=None, description="runs:/<run id>/model, for a job with one result.")
-    model_version: dict[str, str] | None = Field(default=None, description="{name, version} with output.register_as.")
-    error: str | None = Field(default=None, description="Set when every attempt to reach MLflow failed.")
-    attempts: int | None = None
-
-
 class JobResult(_Open):
-    """A succeeded job's result (``result`` of the job record)."""
+    """A succeeded job's result (``result`` of the job record). With MLflow configured the worker adds
+    ``mlflow`` (``{run_id, experiment_id, tracking_uri, model_uri?, model_version?}`` or ``{error,
+    attempts}``, ``workers/tracking/mlflow_run.py``) as an extra field."""
 
     results: list[SweepPoint] = Field(default_factory=list)
     baseline: Metrics = Field(default_factory=Metrics, description="Metrics of the unedited model.")
@@ -175,7 +165,6 @@ class JobResult(_Open):
     fingerprints: dict[str, str] = Field(default_factory=dict)
     output: OutputInfo | None = None
     search: SearchResult | None = Field(default=None, description="Set for goal-directed jobs (spec.objective).")
-    mlflow: MlflowInfo | None = Field(default=None, description="Set when CURVEDIT_MLFLOW_TRACKING_URI is.")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored in the record (fields never given are left out)."""
