@@ -140,12 +140,49 @@ class TextSource(StrictModel):
         return self
 
 
+class WeightedSource(TextSource):
+    """One corpus of a factor union and its weight (weights are normalised to sum to 1)."""
+
+    weight: float = Field(
+        default=1.0, ge=0.0, allow_inf_nan=False, description="Finite, >= 0; not all weights may be zero."
+    )
+
+
 class CalibrationSpec(TextSource):
     """Calibration corpus for the K-FAC factors, packed into seq_len sequences with EOS between documents."""
 
-    max_tokens: int = Field(default=200_000, ge=16, le=2_000_000_000, description="Token budget.")
+    sources: list[WeightedSource] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Factor union instead of one corpus: each source's factors are collected (and cached) on "
+        "their own, over up to max_tokens tokens each; the factors used are the weighted sum of the per-source "
+        "means (weights normalised). Changing a weight re-uses every source's cached factors.",
+    )
+    max_tokens: int = Field(default=200_000, ge=16, le=2_000_000_000, description="Token budget (per source).")
     seq_len: int = Field(default=256, ge=8, le=32_768, description="Packed sequence length.")
     batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences per forward/backward pass.")
+
+    @field_validator("sources")
+    @classmethod
+    def _some_weight(cls, v: list[WeightedSource] | None) -> list[WeightedSource] | None:
+        if v is not None and not any(s.weight > 0 for s in v):
+            raise ValueError("the source weights are all zero: give at least one source a weight > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CalibrationSpec:  # replaces TextSource's: ``sources`` is a fourth way
+        given = [n for n in ("dataset_id", "path", "texts", "sources") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of dataset_id, path, texts or sources must be given (got {given or 'none'})")
+        return self
+
+    def weighted_sources(self) -> list[tuple[TextSource, float]]:
+        """``[(source, normalised weight)]``: the sources of a union, or this corpus with weight 1."""
+        if self.sources is None:
+            return [(self, 1.0)]
+        total = sum(s.weight for s in self.sources)
+        return [(s, s.weight / total) for s in self.sources]
 
 
 class CurvatureSpec(StrictModel):
@@ -236,8 +273,7 @@ class EditSpec(StrictModel):
     )
     keep_mass: KeepMass | list[KeepMass] = Field(
         default=0.6,
-        description="rho in (0, 1]; a list makes a sweep (factors and eigenbases computed once, "
-        "one result per value).",
+        description="rho in (0, 1]; a list makes a sweep (factors and eigenbases computed once, one result per value).",
     )
     overrides: list[KeepMassOverride] = Field(default_factory=list, max_length=4096)
 

@@ -217,6 +217,8 @@ def validate_submission(
     """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict."""
     check_model(spec, settings)
     _check_source(spec.calibration, "calibration", settings, datasets, owner)
+    for i, src in enumerate(spec.calibration.sources or []):  # factor union
+        _check_source(src, f"calibration.sources[{i}]", settings, datasets, owner)
     if spec.objective is not None:
         _check_objective_sources(spec, settings, datasets, owner)
     ev = spec.evaluation

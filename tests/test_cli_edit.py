@@ -68,3 +68,31 @@ def test_edit_pipeline_input_error_exits_2(roots: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "invalid_target" in result.output and "Traceback" not in result.output
+
+
+def test_edit_with_ekfac_on_a_weighted_union(roots: Path) -> None:
+    (roots / "data" / "other.txt").write_text("\n\n".join(f"a ledger line {i} for account {3 * i}" for i in range(20)))
+    spec = {
+        "model": {"path": "tiny"},
+        "calibration": {
+            "sources": [{"path": "calib.txt", "weight": 0.7}, {"path": "other.txt", "weight": 0.3}],
+            "max_tokens": 256,
+            "seq_len": 16,
+            "batch_size": 4,
+        },
+        "edit": {"layers": [-1], "projections": ["down"], "keep_mass": 0.8},
+        "output": {"path": "union"},
+    }
+    path = roots / "union.json"
+    path.write_text(json.dumps(spec))
+    args = ["edit", "--spec", str(path), "--estimator", "ekfac", "--cache", str(roots / "fcache"), "--json"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((roots / "out" / "union" / "manifest.json").read_text())
+    assert manifest["spec"]["curvature"]["estimator"] == "ekfac"
+    assert [s["weight"] for s in manifest["spec"]["calibration"]["sources"]] == [0.7, 0.3]
+    assert manifest["cache"]["ekfac"] == {"hits": 0, "misses": 2}
+    assert sum(k.startswith("S:") for k in manifest["cache_keys"]) == 2
+
+    bad = runner.invoke(app, ["edit", "--spec", str(path), "--estimator", "fisherish"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "curvature.estimator" in bad.output

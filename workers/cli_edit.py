@@ -83,7 +83,12 @@ class ProgressReporter:
 def edit(
     spec: Path | None = typer.Option(None, "--spec", "-s", help="Job spec JSON file (EditJobSpec)."),
     model: str | None = typer.Option(None, help="Model directory under the model root (model.path)."),
-    calibration: str | None = typer.Option(None, help="Calibration file under the data root."),
+    calibration: str | None = typer.Option(
+        None, help="Calibration file under the data root (a weighted union of corpora: calibration.sources in --spec)."
+    ),
+    estimator: str | None = typer.Option(
+        None, help="Curvature estimator: 'kfac' (eigenvalue products) or 'ekfac' (eigenvalue-corrected)."
+    ),
     layers: str | None = typer.Option(None, help="Comma-separated layer indices."),
     projections: str | None = typer.Option(None, help="Comma-separated roles: gate, up, down."),
     keep_mass: str | None = typer.Option(None, "--keep-mass", help="rho in (0,1], or a sweep '0.5,0.7,0.9'."),
@@ -103,6 +108,7 @@ def edit(
         projections=projections,
         keep_mass=keep_mass,
         output=output,
+        estimator=estimator,
     )
     settings = Settings()
     if cache is not None:

@@ -81,6 +81,7 @@ def apply_flags(
     batch_size: int | None = None,
     fisher: str | None = None,
     output: str | None = None,
+    estimator: str | None = None,
 ) -> dict[str, Any]:
     """Overlay flags on a spec dict (a flag wins over the file)."""
     spec = json.loads(json.dumps(data))  # deep copy
@@ -89,7 +90,9 @@ def apply_flags(
         section.update({"path": model} if model is not None else {"hub_id": hub_id})
         spec["model"] = section
     if calibration is not None:
-        section = {k: v for k, v in spec.get("calibration", {}).items() if k not in ("path", "dataset_id", "texts")}
+        section = {
+            k: v for k, v in spec.get("calibration", {}).items() if k not in ("path", "dataset_id", "texts", "sources")
+        }
         key = "dataset_id" if calibration.startswith("ds_") else "path"
         section[key] = calibration
         spec["calibration"] = section
@@ -98,6 +101,8 @@ def apply_flags(
             spec.setdefault("calibration", {})[key] = value
     if fisher is not None:
         spec.setdefault("curvature", {})["fisher"] = fisher
+    if estimator is not None:
+        spec.setdefault("curvature", {})["estimator"] = estimator
     if layers is not None:
         spec.setdefault("edit", {})["layers"] = _int_list(layers, "--layers")
     if projections is not None:

@@ -1,6 +1,7 @@
 """Stages ``collect_factors`` and ``eigendecompose``: K-FAC factors and their eigenbases for the
 targets, from the factor cache where possible (``workers/pipeline/curvature_stage.py``); with
-``curvature.estimator = "ekfac"`` also the eigenvalue corrections (``workers/pipeline/ekfac_stage.py``)."""
+``curvature.estimator = "ekfac"`` also the eigenvalue corrections (``workers/pipeline/ekfac_stage.py``);
+with ``calibration.sources`` the factor union (``workers/pipeline/union_stage.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from workers.pipeline.curvature_stage import CurvatureInputs, CurvatureResult, c
 from workers.pipeline.ekfac_stage import compute_corrections
 from workers.pipeline.stages.context import JobContext
 from workers.pipeline.stages.load import LoadedJob
+from workers.pipeline.union_stage import compute_union_curvature, union_corrections
 
 
 @dataclass
@@ -32,20 +34,26 @@ def curvature_stage(ctx: JobContext, job: LoadedJob) -> CurvatureOut:
         if ctx.cache is None
         else GuardedCache(ctx.cache, lambda msg: reporter.event("warning", msg, {"kind": "cache"}))
     )
-    result = compute_curvature(
-        job.loaded.model,
-        job.targets,
-        inputs,
-        reporter=reporter,
-        cache=guarded,
-        on_stage=ctx.clock.stage,
-        fanout=ctx.fanout,
-    )
+    model, targets = job.loaded.model, job.targets
+    sources: list[CurvatureInputs] = []
+    weights: list[float] = []
+    if job.calib_sources is not None:  # factor union: per-source sums, weighted means
+        for texts, w in job.calib_sources:
+            sources.append(curvature_inputs(ctx.spec, ctx.settings, job.loaded, texts))
+            weights.append(w)
+        result = compute_union_curvature(
+            model, targets, sources, weights, reporter=reporter, cache=guarded, on_stage=ctx.clock.stage
+        )
+    else:
+        result = compute_curvature(
+            model, targets, inputs, reporter=reporter, cache=guarded, on_stage=ctx.clock.stage, fanout=ctx.fanout
+        )
     corrections = None
     if ctx.spec.curvature.estimator == "ekfac":
-        corr = compute_corrections(
-            job.loaded.model, job.targets, inputs, result.eigens, reporter=reporter, cache=guarded
-        )
+        if sources:
+            corr = union_corrections(model, targets, sources, weights, result.eigens, reporter=reporter, cache=guarded)
+        else:
+            corr = compute_corrections(model, targets, inputs, result.eigens, reporter=reporter, cache=guarded)
         corrections = corr.scores
         result.cache["ekfac"] = corr.cache  # reported in the manifest and the job result
         result.keys.update(corr.keys)

@@ -32,6 +32,7 @@ class LoadedJob:
     targets: list[EditTarget]
     layer_sets: list[list[int]]  # the search's candidate layer sets (empty without an objective)
     fingerprints: dict[str, Any]
+    calib_sources: list[tuple[list[str], float]] | None = None  # factor union: (texts, weight) per source
 
 
 def load_stage(ctx: JobContext) -> LoadedJob:
@@ -41,7 +42,15 @@ def load_stage(ctx: JobContext) -> LoadedJob:
     out_dir = confined(settings.output_root, out_rel, "output.path")
     if out_dir.exists():
         raise PipelineError("output_exists", f"output.path {out_rel!r} already exists under the output root")
-    calib_texts = resolve_texts(spec.calibration, settings, "calibration")
+    calib_sources = None
+    if spec.calibration.sources is not None:  # factor union: each source's documents and its weight
+        calib_sources = [
+            (resolve_texts(src, settings, f"calibration.sources[{i}]"), w)
+            for i, (src, w) in enumerate(spec.calibration.weighted_sources())
+        ]
+        calib_texts = [text for texts, _ in calib_sources for text in texts]
+    else:
+        calib_texts = resolve_texts(spec.calibration, settings, "calibration")
     eval_data = resolve_evaluation(spec.evaluation, settings)
     objective = resolve_objective(spec.objective, settings) if spec.objective is not None else None
     loaded = load_model(spec.model, settings)
@@ -84,4 +93,5 @@ def load_stage(ctx: JobContext) -> LoadedJob:
         targets=targets,
         layer_sets=layer_sets,
         fingerprints=fingerprints,
+        calib_sources=calib_sources,
     )
