@@ -27,7 +27,7 @@ import torch
 from contract.search import SearchResult, Trial, TrialMetrics
 from contract.settings import Settings
 from contract.spec import ForgetObjective, ObjectiveSpec, PairSource
-from workers.curvature import EditTarget, Eigen, apply_edit, resolve_targets
+from workers.curvature import EditTarget, Eigen, Rotations, apply_edit, resolve_targets
 from workers.curvature.targets import num_layers
 from workers.evaluation import (
     TopKReference,
@@ -48,6 +48,7 @@ MIN_SCREEN_PAIRS = 16
 MIN_SCREEN_SEQUENCES = 8
 NDCG_K = 10
 EVAL_BATCH = 32
+ROTATIONS_BYTES = 2 * 2**30  # the trials' reused C matrices (above it each trial rotates again)
 
 Pair = tuple[Any, Any]
 
@@ -174,6 +175,10 @@ class ObjectiveEvaluator:
         self.params = dict(model.named_parameters())
         self.pnames = [f"{t.name}.weight" for t in targets]
         self.originals = {n: self.params[n].detach().to("cpu", copy=True) for n in self.pnames}
+        # Every trial restores the originals and edits again, so C = U_G^T W U_A is the same in all
+        # of them: computed once per target, when all of them fit ROTATIONS_BYTES (float32).
+        c_bytes = sum(4 * t.out_features * t.in_features for t in targets)
+        self.rotations = Rotations() if c_bytes <= ROTATIONS_BYTES else None
         ppl = objective.retain.perplexity
         try:
             sequences = pack_texts(tokenizer, retain_texts, seq_len=ppl.seq_len, max_tokens=ppl.max_tokens)
@@ -240,7 +245,7 @@ class ObjectiveEvaluator:
         """Originals back everywhere, then the edit of ``layers`` at ``keep_mass``; returns its targets."""
         self.restore()
         chosen = [t for t in self.targets if t.layer in layers]
-        apply_edit(self.model, chosen, self.eigens, keep_mass)
+        apply_edit(self.model, chosen, self.eigens, keep_mass, self.rotations)
         return chosen
 
     def __call__(self, layers: tuple[int, ...], keep_mass: float, full: bool) -> TrialMetrics:
