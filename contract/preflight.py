@@ -18,7 +18,8 @@ parameter shapes. The model is a sum of named terms, each in bytes (see ``docs/p
 - ``logits_chunk``: ``LOGITS_COPIES`` float32 (chunk x vocabulary) blocks (logits, probabilities,
   their gradient), chunk = ``min(curvature.logits_chunk, batch_size x seq_len)``.
 - ``eigen``: eigenvectors of every factor (``curvature.eig_dtype``) plus one eigh workspace of the
-  largest factor; ``rotations``: a sweep's float32 ``C = U_G^T W U_A`` per target.
+  largest factor; ``rotations``: a sweep's float32 ``C = U_G^T W U_A`` per target (a search's when
+  they fit ``SEARCH_ROTATIONS_BYTES``).
 - ``runtime``: a constant for the interpreter and libraries (``RUNTIME_BYTES``, measured).
 
 Phases do not all coexist: the peak is ``weights + accumulators + max(collection, eigen, edit)
@@ -39,6 +40,9 @@ GIB = 2**30
 ACT_HIDDEN = 10  # hidden-size vectors autograd keeps per token per decoder layer (norms, q, o, residuals)
 ACT_INTERMEDIATE = 5  # MLP-size vectors per token per layer (gate, up, activation, product, its grad)
 LOGITS_COPIES = 3
+# A goal-directed search keeps every candidate target's C when they all fit this (float32 bytes);
+# workers/pipeline/search_stage.py reads it from here.
+SEARCH_ROTATIONS_BYTES = 2 * 2**30
 # Interpreter, torch/transformers and allocator slack of a worker process, measured on CPU with
 # bench/bench_preflight.py (process peak minus the modelled terms: 137-157 MiB over four shapes).
 RUNTIME_BYTES = 160 * 2**20
@@ -127,7 +131,8 @@ class JobShape:
     logits_chunk: int
     samples: int
     eig_dtype: str
-    sweep_points: int
+    sweep_points: int  # keep_mass values, or the search's max_trials
+    search: bool = False  # a goal-directed job (objective): trials instead of a sweep
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,11 @@ def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, cap
     largest = max((max(t.in_features, t.out_features) for t in targets), default=0)
     eigvecs = eb * sum(sq)
     workspace = 2 * eb * largest**2
-    rotations = 4 * sum(t.in_features * t.out_features for t in targets) if job.sweep_points > 1 else 0
+    c_bytes = 4 * sum(t.in_features * t.out_features for t in targets)
+    if job.search:
+        rotations = c_bytes if c_bytes <= SEARCH_ROTATIONS_BYTES else 0
+    else:
+        rotations = c_bytes if job.sweep_points > 1 else 0
     phases = {
         "collection": activations + logits,
         "eigen": eigvecs + workspace,

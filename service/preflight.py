@@ -31,7 +31,8 @@ def job_shape(spec: EditJobSpec) -> JobShape:
         logits_chunk=spec.curvature.logits_chunk,
         samples=spec.curvature.samples,
         eig_dtype=spec.curvature.eig_dtype,
-        sweep_points=1 if spec.objective is not None else len(sweep),
+        sweep_points=spec.objective.search.max_trials if spec.objective is not None else len(sweep),
+        search=spec.objective is not None,
     )
 
 

@@ -99,5 +99,8 @@ def test_memory_terms_scale_as_the_model_says() -> None:
     assert small.memory["runtime"] == RUNTIME_BYTES
     unlimited = estimate(dims, t, JobShape("float32", 4, 512, 512, 1024, 1, "float32", 3), Capacity())
     assert unlimited.fits and unlimited.memory["rotations"] == 4 * 11008 * 4096  # a sweep keeps C
+    search = estimate(dims, t, JobShape("float32", 4, 512, 512, 1024, 1, "float32", 48, search=True), Capacity())
+    assert search.memory["rotations"] == 4 * 11008 * 4096  # C of every candidate: under the search budget
+    assert search.flops["projection"] == 48 * unlimited.flops["projection"] / 3  # one edit per trial
     tight = estimate(dims, t, JobShape("float32", 4, 512, 512, 1024, 1, "float32", 1), Capacity(memory_gb=1.0))
     assert not tight.fits and tight.peak_bytes > GIB

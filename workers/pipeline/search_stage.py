@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from contract.preflight import SEARCH_ROTATIONS_BYTES
 from contract.search import SearchResult, Trial, TrialMetrics
 from contract.settings import Settings
 from contract.spec import ForgetObjective, ObjectiveSpec, PairSource
@@ -48,7 +49,6 @@ MIN_SCREEN_PAIRS = 16
 MIN_SCREEN_SEQUENCES = 8
 NDCG_K = 10
 EVAL_BATCH = 32
-ROTATIONS_BYTES = 2 * 2**30  # the trials' reused C matrices (above it each trial rotates again)
 
 Pair = tuple[Any, Any]
 
@@ -176,9 +176,9 @@ class ObjectiveEvaluator:
         self.pnames = [f"{t.name}.weight" for t in targets]
         self.originals = {n: self.params[n].detach().to("cpu", copy=True) for n in self.pnames}
         # Every trial restores the originals and edits again, so C = U_G^T W U_A is the same in all
-        # of them: computed once per target, when all of them fit ROTATIONS_BYTES (float32).
+        # of them: computed once per target, when all of them fit SEARCH_ROTATIONS_BYTES (float32).
         c_bytes = sum(4 * t.out_features * t.in_features for t in targets)
-        self.rotations = Rotations() if c_bytes <= ROTATIONS_BYTES else None
+        self.rotations = Rotations() if c_bytes <= SEARCH_ROTATIONS_BYTES else None
         ppl = objective.retain.perplexity
         try:
             sequences = pack_texts(tokenizer, retain_texts, seq_len=ppl.seq_len, max_tokens=ppl.max_tokens)
