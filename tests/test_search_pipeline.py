@@ -24,12 +24,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from contract.settings import Settings
 from contract.spec import EditJobSpec
 from tests.search_toy import build_toy
+from tests.test_curvature_behaviour import one_thread
 from workers.evaluation import evaluate_perplexity, evaluate_recitation
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.reporting import NullReporter
 from workers.pipeline.run import run_pipeline
 
-pytestmark = pytest.mark.slow
+# one torch thread (like the behaviour test): on a shared, busy machine two spinning threads per
+# process made the demo search ten times slower; the whole module fits in the 30 min marker
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "examples" / "demo-edit.json"
@@ -47,7 +50,11 @@ class Recorder(NullReporter):
 
 def repo_settings(tmp: Path) -> Settings:
     return Settings(
-        model_root=REPO, data_root=REPO, output_root=tmp / "out", dataset_dir=tmp / "datasets", device="cpu"
+        model_root=REPO / "examples",
+        data_root=REPO / "examples",
+        output_root=tmp / "out",
+        dataset_dir=tmp / "datasets",
+        device="cpu",
     )
 
 
@@ -58,7 +65,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     spec.output.save_model = False
     reporter = Recorder()
     tmp = tmp_path_factory.mktemp("demo-search")
-    result = run_pipeline(spec, settings=repo_settings(tmp), job_id="demo", reporter=reporter, cache=None)
+    with one_thread():
+        result = run_pipeline(spec, settings=repo_settings(tmp), job_id="demo", reporter=reporter, cache=None)
     return result, reporter
 
 
@@ -113,7 +121,8 @@ def test_a_second_model_gets_a_different_edit_that_meets_its_targets(tmp_path: P
         model_root=tmp_path, data_root=tmp_path, output_root=tmp_path / "out", dataset_dir=tmp_path / "ds", device="cpu"
     )
     spec = EditJobSpec.model_validate(toy_spec())
-    result = run_pipeline(spec, settings=settings, job_id="toy", reporter=NullReporter(), cache=None)
+    with one_thread():
+        result = run_pipeline(spec, settings=settings, job_id="toy", reporter=NullReporter(), cache=None)
     search = result["search"]
     assert search["met"] is True
     chosen = search["chosen"]
@@ -152,7 +161,7 @@ def impossible_spec(tmp: Path, best_effort: bool) -> EditJobSpec:
 
 def test_an_impossible_objective_fails_with_the_trials_and_writes_no_model(tmp_path: Path) -> None:
     settings = repo_settings(tmp_path)
-    with pytest.raises(PipelineError) as err:
+    with pytest.raises(PipelineError) as err, one_thread():
         run_pipeline(
             impossible_spec(tmp_path, False), settings=settings, job_id="x", reporter=NullReporter(), cache=None
         )
@@ -167,9 +176,10 @@ def test_an_impossible_objective_fails_with_the_trials_and_writes_no_model(tmp_p
 
 def test_best_effort_exports_the_closest_trial_marked_not_met(tmp_path: Path) -> None:
     settings = repo_settings(tmp_path)
-    result = run_pipeline(
-        impossible_spec(tmp_path, True), settings=settings, job_id="x", reporter=NullReporter(), cache=None
-    )
+    with one_thread():
+        result = run_pipeline(
+            impossible_spec(tmp_path, True), settings=settings, job_id="x", reporter=NullReporter(), cache=None
+        )
     assert result["search"]["met"] is False
     out = tmp_path / "out" / "impossible"
     manifest = json.loads((out / "manifest.json").read_text())
