@@ -23,6 +23,9 @@ positive products) until the bracket holds at most a few thousand products, then
 are listed and the bisection continues over their sorted distinct values. Each step is
 O(m log n); the whole search is O((m + n) log) with no per-pair work. Only the final mask is
 O(m n), and callers that need statistics can use the counts instead (``stats_from_counts``).
+
+EK-FAC scores ``s_ij`` (any non-negative matrix) are selected by ``score_mask`` with the same rule
+and tie order, by one sort (see the section at the end of this file).
 """
 
 from __future__ import annotations
