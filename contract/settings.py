@@ -71,17 +71,17 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(default=False, description="Permit model.trust_remote_code=true.")
     max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest dataset upload.")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="Largest JSON request body.")
-    metrics_public: bool = Field(
-        default=False,
-        description="Serve /metrics without an API key (only where the gateway's port is private). "
-        "Default: /metrics needs a valid API key like every /v1 route (Prometheus: authorization.credentials).",
-    )
     max_streams_per_key: int = Field(
         default=256,
         ge=1,
         le=100_000,
         description="Open event streams (GET .../events/stream) one API key may hold at once, counted in "
         "Redis across every gateway process; beyond it 429 too_many_streams.",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without an API key (only where the gateway's port is private). "
+        "Default: /metrics needs a valid API key like every /v1 route (Prometheus: authorization.credentials).",
     )
 
     # --- Webhooks (service.webhooks) ---------------------------------------------------------

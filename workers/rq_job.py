@@ -135,7 +135,6 @@ def _execute(
 ) -> bool | AwaitShards:
     """Run the pipeline and record its outcome; True when the job was pre-empted (to requeue), the
     ``AwaitShards`` when it stopped to wait for factor shards on other workers."""
-    raw_spec = rec["spec"]
     # torch is imported here, in the work horse, never in the worker's parent process.
     from rq.timeouts import JobTimeoutException
 
@@ -147,7 +146,7 @@ def _execute(
     from workers.tracking.mlflow_run import track_outcome
 
     try:
-        spec = EditJobSpec.model_validate(raw_spec)
+        spec = EditJobSpec.model_validate(rec["spec"])
     except ValidationError as exc:
         store.fail(job_id, "invalid_spec", f"stored spec does not validate: {exc}")
         return False
@@ -170,7 +169,7 @@ def _execute(
     except PipelineError as exc:
         log.info("job %s failed: %s: %s", job_id, exc.code, exc.message)
         error = {"code": exc.code, "message": public_message(exc.message, settings)}
-        track_outcome(settings, store, job_id, rec, "failed", None, error)
+        track_outcome(settings, store, job_id, rec, "failed", exc.result, error)
         store.fail(job_id, exc.code, error["message"], result=exc.result)
     except JobTimeoutException:
         store.fail(job_id, "timeout", f"the job ran longer than {settings.job_timeout_s} s")

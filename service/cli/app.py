@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import demo as demo_cmd
 from service.cli import artifacts, jobs, up
+from service.cli import demo as demo_cmd
 from service.cli.context import DEFAULT_URL, CliState, discover_api_key
 from service.cli.plugins import load_plugins, register_fallbacks
 from service.cli.resources import datasets_app, factors_app

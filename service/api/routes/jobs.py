@@ -183,7 +183,6 @@ def _notify_endpoint(body: EditJobCreate, r: Any, settings: Any, owner: str, job
     return {"id": endpoint["id"], "secret": endpoint["secret"]}
 
 
-
 def _idempotent_replay(r: Any, store: JobStore, idem_key: str, body_sha: str, owner: str) -> dict[str, Any] | None:
     raw = r.get(idem_key)
     if raw is None:
