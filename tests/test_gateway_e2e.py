@@ -50,6 +50,7 @@ def test_http_submit_stream_and_succeed(tmp_path: Path, redis_url: str) -> None:
         assert {"load_model", "collect_factors", "eigendecompose", "edit"} <= set(job["stages"])
         assert "event: job" in text and "stage collect_factors started" in text
         assert client.get(f"/v1/edit-jobs/{job_id}", headers=auth("bob")).status_code == 404
-        metrics = client.get("/metrics").text
+        assert client.get("/metrics").status_code == 401  # /metrics needs a key unless metrics_public
+        metrics = client.get("/metrics", headers=auth()).text
         assert 'curvedit_jobs{status="succeeded"} 1.0' in metrics
         assert "curvedit_stage_duration_seconds_bucket" in metrics
