@@ -23,6 +23,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from contract.webhooks.events import DEFAULT_EVENTS, EventName
 from contract.webhooks.urls import MAX_URL_CHARS, check_url
@@ -583,13 +584,25 @@ class EditJobSpec(StrictModel):
     @field_validator("edit")
     @classmethod
     def _objective_owns_the_edit(cls, edit: EditSpec, info: ValidationInfo) -> EditSpec:
-        if info.data.get("objective") is not None:
-            for name in ("layers", "keep_mass", "modules", "overrides"):
-                if name in edit.model_fields_set:
-                    raise ValueError(
-                        f"edit.{name} must be absent when objective is given: the search chooses the layers "
-                        "and keep_mass (restrict it with objective.search.layer_sets / keep_mass_range)"
-                    )
+        """Each edit choice given beside an objective is its own error, located at ``edit.<name>``
+        (a ValidationError raised here is merged under ``edit``), so the 422 names that field."""
+        if info.data.get("objective") is None:
+            return edit
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "objective_owns_edit",
+                    "must be absent when objective is given: the search chooses the layers and keep_mass "
+                    "(remove it; restrict the search with objective.search.layer_sets / keep_mass_range)",
+                ),
+                loc=(name,),
+                input=getattr(edit, name),
+            )
+            for name in ("layers", "keep_mass", "modules", "overrides")
+            if name in edit.model_fields_set
+        ]
+        if errors:
+            raise ValidationError.from_exception_data("EditSpec", errors)
         return edit
 
     @field_validator("output")

@@ -77,7 +77,20 @@ def client_post(client: TestClient, payload: dict[str, Any]):  # type: ignore[no
 def test_objective_with_edit_choices_is_422_naming_the_field(env: TestClient, edit_field: str) -> None:
     edit = {"layers": [1]} if edit_field == "layers" else {"keep_mass": 0.9}
     e = submit_error(env, body(edit=edit))
-    assert e["field"] == "edit" and f"edit.{edit_field} must be absent when objective is given" in e["message"]
+    assert e["field"] == f"edit.{edit_field}", e
+    assert e["message"].startswith(f"edit.{edit_field}: must be absent when objective is given"), e
+    assert [d["loc"] for d in e["details"]] == [["body", "edit", edit_field]], e
+
+
+def test_every_edit_choice_beside_an_objective_is_reported_at_its_own_field(env: TestClient) -> None:
+    e = submit_error(env, body(edit={"layers": [1], "keep_mass": [0.9, 0.8], "modules": ["model.layers.1.mlp.up_proj"]}))
+    assert e["field"] == "edit.layers", e
+    assert sorted(tuple(d["loc"]) for d in e["details"]) == [
+        ("body", "edit", "keep_mass"),
+        ("body", "edit", "layers"),
+        ("body", "edit", "modules"),
+    ], e
+    assert {d["type"] for d in e["details"]} == {"objective_owns_edit"}, e
 
 
 def test_missing_retain_data_is_422(env: TestClient) -> None:
