@@ -83,7 +83,8 @@ def test_objective_with_edit_choices_is_422_naming_the_field(env: TestClient, ed
 
 
 def test_every_edit_choice_beside_an_objective_is_reported_at_its_own_field(env: TestClient) -> None:
-    e = submit_error(env, body(edit={"layers": [1], "keep_mass": [0.9, 0.8], "modules": ["model.layers.1.mlp.up_proj"]}))
+    edit = {"layers": [1], "keep_mass": [0.9, 0.8], "modules": ["model.layers.1.mlp.up_proj"]}
+    e = submit_error(env, body(edit=edit))
     assert e["field"] == "edit.layers", e
     assert sorted(tuple(d["loc"]) for d in e["details"]) == [
         ("body", "edit", "keep_mass"),
