@@ -551,7 +551,7 @@ class NotifySpec(StrictModel):
     @classmethod
     def _distinct_events(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
-            raise ValueError("notify.events must be distinct")
+            raise ValueError("events must be distinct")
         return v
 
 

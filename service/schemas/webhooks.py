@@ -6,36 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
-from contract.webhooks.events import DEFAULT_EVENTS, EventName
-from contract.webhooks.urls import MAX_URL_CHARS, check_url
+from contract.spec import NotifySpec
 
 
-class WebhookCreate(BaseModel):
-    """Body of POST /v1/webhooks."""
+class WebhookCreate(NotifySpec):
+    """Body of POST /v1/webhooks: the same target and events as a job's ``notify``, plus a label."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(max_length=MAX_URL_CHARS, description="http(s) URL that receives signed POSTs.")
-    events: list[EventName] = Field(
-        default_factory=lambda: list(DEFAULT_EVENTS),  # type: ignore[arg-type]
-        min_length=1,
-        description="Events to receive: succeeded, failed, cancelled, stage_changed, trial.",
-    )
     description: str | None = Field(default=None, max_length=500)
-
-    @field_validator("url")
-    @classmethod
-    def _url_ok(cls, v: str) -> str:
-        return check_url(v)
-
-    @field_validator("events")
-    @classmethod
-    def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("events must be distinct")
-        return v
 
 
 class Webhook(BaseModel):
