@@ -389,13 +389,10 @@ class DiscoverForget(TextSource):
     max_windows: int = Field(default=20_000, ge=1, le=1_000_000, description="Candidate windows tested (cap).")
 
 
-class ForgetObjective(StrictModel):
-    """What must be forgotten — recitation pairs (``path`` / ``dataset_id`` / ``pairs``, as in
+class ForgetObjective(RecitationEval):
+    """What must be forgotten — recitation pairs (``path`` / ``dataset_id`` / ``pairs``, exactly as in
     ``evaluation.recitation``) or ``discover`` — and the recitation rates allowed after the edit."""
 
-    dataset_id: str | None = Field(default=None, description="Id of an uploaded .jsonl dataset of pairs.")
-    path: str | None = Field(default=None, description="File under the data root: .jsonl with prefix/suffix.")
-    pairs: list[PairItem] | None = Field(default=None, max_length=100_000, description="Inline pairs.")
     discover: DiscoverForget | None = Field(default=None, description="Find the forget set by discovery.")
     max_strict_rate: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Highest strict recitation rate allowed on the forget set."
@@ -403,23 +400,9 @@ class ForgetObjective(StrictModel):
     max_loose_rate: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Highest loose recitation rate allowed on the forget set."
     )
-    prefix_tokens: int = Field(default=64, ge=1, le=8192, description="Prefix length in tokens.")
-    suffix_tokens: int = Field(default=48, ge=1, le=8192, description="Greedy-generated suffix length.")
-    loose_threshold: float = Field(default=0.75, gt=0.0, le=1.0, description="Loose recitation: 1 - d/L >= this.")
-    max_examples: int = Field(default=2000, ge=1, le=100_000, description="Pairs used (first N).")
-
-    @field_validator("path")
-    @classmethod
-    def _path_ok(cls, v: str | None) -> str | None:
-        return _check_relative_path(v, "path")
-
-    @field_validator("dataset_id")
-    @classmethod
-    def _dataset_ok(cls, v: str | None) -> str | None:
-        return _check_dataset_id(v)
 
     @model_validator(mode="after")
-    def _one_source_and_a_target(self) -> ForgetObjective:
+    def _one_source(self) -> ForgetObjective:  # replaces PairSource's check: discover is a source too
         given = [n for n in ("dataset_id", "path", "pairs", "discover") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
