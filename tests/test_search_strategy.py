@@ -188,3 +188,52 @@ def test_rho_scale_is_monotone_and_hits_both_ends() -> None:
     values = [SCALE.rho(t) for t in GRID]
     assert values[0] == 0.5 and math.isclose(values[-1], 0.9999)
     assert all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
+Curves = dict[tuple[int, ...], Curve]
+OPTIMISTIC_SUBSETS: dict[str, tuple[Curves, Curves]] = {
+    # the subsets see forgetting up to a higher rho than the full set: every screen-feasible point
+    # recites on the full set, whose feasible window lies below them (rho must go down)
+    "forget": (
+        {(0,): Curve(forget_at=0.9, damage_scale=1.0), (1, 2): Curve(forget_at=0.85, damage_scale=0.5)},
+        {(0,): Curve(forget_at=0.99, damage_scale=1.0), (1, 2): Curve(forget_at=0.94, damage_scale=0.5)},
+    ),
+    # the subsets see less damage than the full set: the screen's points fail retain on the full set,
+    # whose narrow feasible window lies just above them (rho must go up)
+    "retain": (
+        {(0,): Curve(forget_at=0.9, damage_scale=2.5), (1,): Curve(forget_at=0.3, damage_scale=0.1)},
+        {(0,): Curve(forget_at=0.9, damage_scale=0.5), (1,): Curve(forget_at=0.3, damage_scale=0.1)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTIMISTIC_SUBSETS))
+def test_failed_confirmations_continue_as_a_full_set_bisection(case: str) -> None:
+    full, screened = OPTIMISTIC_SUBSETS[case]
+    calls: list = []
+
+    def evaluate(layers: tuple[int, ...], rho: float, is_full: bool) -> TrialMetrics:
+        calls.append((layers, rho, is_full))
+        return (full if is_full else screened)[layers].metrics(rho)
+
+    result = run_search(list(full), SCALE, TARGETS, evaluate, max_trials=48, screen=True)
+    assert len(calls) == result.evaluations == len(result.trials) <= 48
+    assert all(is_full == (t.stage == "confirm") for t, (_, _, is_full) in zip(result.trials, calls, strict=True))
+    # the scenario: no screen-feasible point is feasible on the full sets, so confirming screen
+    # points alone cannot meet the objective (and some confirmation did fail) ...
+    screen_feasible = [t for t in result.trials if t.stage == "screen" and t.feasible]
+    assert screen_feasible and not any(feasible_truth(full, t) for t in screen_feasible)
+    assert any(not t.feasible for t in result.trials if t.stage == "confirm")
+    # ... yet a full-set feasible point exists, and the search finds it near the brute-force best
+    best = oracle(full)
+    assert best is not None
+    assert result.met and result.chosen is not None and result.chosen.stage == "confirm"
+    chosen = result.chosen
+    assert chosen.feasible and feasible_truth(full, chosen)
+    best_layers, best_t = best
+    window = feasible_window(full[best_layers])
+    assert window is not None
+    bound = full[best_layers].metrics(SCALE.rho(max(window[0], window[1] - DEFAULT_TOL))).perplexity_increase
+    assert chosen.metrics.perplexity_increase <= bound + 1e-12
+    step_damage = full[best_layers].metrics(SCALE.rho(min(1.0, best_t + 1 / 4000))).perplexity_increase
+    assert step_damage - 1e-12 <= chosen.metrics.perplexity_increase

@@ -22,9 +22,13 @@ Per layer set (all sets advance round-robin, one probe each per round, so an inc
 
 With screening, the probes run on subsampled forget/retain sets; then feasible screen trials are
 confirmed on the full sets in order of damage (ties: fewer layers, then larger rho) until one
-passes or the budget is spent; then up to ``REFINE_STEPS`` more bisection steps on the full sets
-push the chosen rho of that layer set up (less damage) while it stays feasible. ``max_trials``
-bounds every evaluation, screen and confirm alike.
+passes or the budget is spent (a candidate that full-set trials of its layer set already rule out
+by monotonicity is skipped). When every confirmation fails (the subsets were optimistic), the
+failed layer sets are bisected on the full sets, in confirmation order, inside the interval the
+full-set trials leave open: a miss of forget means rho must go down, a miss of retain that it must
+go up; the first full-set feasible point found is chosen. Then up to ``REFINE_STEPS`` more
+bisection steps on the full sets push the chosen rho of that layer set up (less damage) while it
+stays feasible. ``max_trials`` bounds every evaluation, screen and confirm alike.
 Choice: the confirmed feasible trial with the least retain damage (``perplexity_increase``), ties
 -> fewer edited layers. When none is feasible, ``chosen`` is the trial closest to the targets
 (least summed relative shortfall) and ``met`` is False.
@@ -211,6 +215,32 @@ class SearchRun:
             if not progressed:
                 break
 
+    def _full_bounds(self, layers: tuple[int, ...]) -> tuple[float, float]:
+        """The open interval of ``t`` where ``layers`` can still be feasible on the full sets: above the
+        largest full-set ``t`` that failed retain (damage falls as rho rises), below the smallest that
+        missed forget (recitation rises with rho); -inf / inf where none is known."""
+        full = [t for t in self.trials if t.stage == "confirm" and tuple(t.layers) == layers]
+        lower = max((self.scale.t(t.keep_mass) for t in full if not t.retain_met), default=-math.inf)
+        upper = min((self.scale.t(t.keep_mass) for t in full if not t.forget_met), default=math.inf)
+        return lower, upper
+
+    def _bisect_full(self, layer_sets: Sequence[tuple[int, ...]]) -> Trial | None:
+        """Every confirmation failed: bisect each of those layer sets (in confirmation order) on the
+        full sets inside its feasible interval (``_full_bounds``, clipped to [0, 1]) until a full-set
+        feasible point appears, the interval is narrower than ``fine_tol`` or the budget is spent. A
+        probe missing forget moves the upper end down (a stronger edit is needed), one failing retain
+        moves the lower end up; one missing both empties the interval. Returns the first feasible trial."""
+        for layers in layer_sets:
+            while self._budget_left() > 0:
+                lower, upper = self._full_bounds(layers)
+                lo, hi = max(lower, 0.0), min(upper, 1.0)
+                if hi - lo <= self.fine_tol:
+                    break
+                trial = self._run(layers, self.scale.rho((lo + hi) / 2.0), "confirm")
+                if trial.feasible:
+                    return trial
+        return None
+
     def _refine(self, chosen: Trial) -> Trial:
         """Up to ``refine_steps`` more bisection steps on the full sets between the chosen rho and the
         smallest rho of its layer set known to miss forget: the chosen point moves up (less damage)
@@ -240,13 +270,23 @@ class SearchRun:
         chosen: Trial | None = None
         if self.screen:
             candidates = sorted((t for t in self.trials if t.feasible), key=preference)
+            failed: list[tuple[int, ...]] = []  # layer sets whose confirmation failed, in order
             for cand in candidates:
                 if self._budget_left() <= 0:
                     break
-                confirmed = self._run(tuple(cand.layers), cand.keep_mass, "confirm")
+                layers = tuple(cand.layers)
+                lower, upper = self._full_bounds(layers)
+                t = self.scale.t(cand.keep_mass)
+                if t <= lower or t >= upper:  # the full sets already rule this rho out
+                    continue
+                confirmed = self._run(layers, cand.keep_mass, "confirm")
                 if confirmed.feasible:
                     chosen = confirmed
                     break
+                if layers not in failed:
+                    failed.append(layers)
+            if chosen is None:
+                chosen = self._bisect_full(failed)
         else:
             feasible = [t for t in self.trials if t.feasible]
             chosen = min(feasible, key=preference) if feasible else None
