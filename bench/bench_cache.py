@@ -1,7 +1,7 @@
 """Benchmark: the factor cache. Job 1 collects K-FAC factors and eigendecomposes them; job 2 on
 the same model and calibration data with another keep_mass is served from the cache
 (``collect_factors`` and ``eigendecompose`` skipped). Prints both jobs' stage timings and the
-speedup of job 2 over job 1, measured in this one run (DESIGN §2 expects >= 5x on the demo model).
+speedup of job 2 over job 1, measured in this one run (target: >= 5x on the demo model).
 
 Model and job: ``examples/demo`` with ``examples/demo-edit.json`` when both exist (evaluation left
 out unless ``--with-eval``), otherwise a tiny Llama saved to a temporary directory and a generated
@@ -109,7 +109,7 @@ def main() -> None:
         print(f"{label:15s} total={total:7.2f}s  {stages}  cached={[k for k, v in res['cached_stages'].items() if v]}")
     curv1 = r1["timings"]["collect_factors"] + r1["timings"]["eigendecompose"]
     curv2 = r2["timings"]["collect_factors"] + r2["timings"]["eigendecompose"]
-    print(f"speedup, whole job (job 1 / job 2): {t1 / t2:.1f}x   (DESIGN §2 expects >= 5x)")
+    print(f"speedup, whole job (job 1 / job 2): {t1 / t2:.1f}x   (target >= 5x)")
     print(f"collect_factors + eigendecompose: {curv1:.2f}s cold vs {curv2:.4f}s from the cache")
     print("rerun: .venv/bin/python bench/bench_cache.py " + " ".join(sys.argv[1:]))
 

@@ -7,7 +7,7 @@ is general data: fresh copy strings plus the planted sequences once each (they a
 "pretraining" data, as in the paper's setting). Factors use the default sampled Fisher.
 
 Edit: ``gate`` and ``up`` of the middle layers 1 and 2. Which ρ works depends strongly on the
-trained model (DESIGN §1), and training differs slightly across thread counts and machines: over
+trained model, and training differs slightly across thread counts and machines: over
 training seeds 0-3 (one thread) the most aggressive ρ keeping copying >= 97 % was 0.99, 0.8, 0.99
 and 0.9, and each removed recitation completely; ρ = 0.98 left 96 % copying for seeds 0 and 2.
 So, as a user would, the test picks ρ from the general skill alone: the most aggressive ρ on a

@@ -1,4 +1,4 @@
-"""Content-addressed cache of K-FAC factor sums and their eigendecompositions (DESIGN §2).
+"""Content-addressed cache of K-FAC factor sums and their eigendecompositions (docs/workers.md).
 
 ``open_factor_cache(settings)`` picks the backend from ``Settings.factor_cache``: Redis
 (chunked strings plus an index hash), a filesystem / fsspec tier, or none.

@@ -1,6 +1,6 @@
 """Curvature engine: K-FAC factors, eigenbases, curvature-mass selection and projection.
 
-A plain library (no Redis) implementing DESIGN §1: resolve edit targets, collect K-FAC sums over
+A plain library (no Redis) implementing the method in the README: resolve edit targets, collect K-FAC sums over
 a calibration stream, eigendecompose them, select eigen-pairs by curvature mass and project the
 weights. Typical use::
 
