@@ -140,15 +140,18 @@ class _Collector:
                 self.A[t.input_key] = torch.zeros(t.in_features, t.in_features, dtype=torch.float32, device=dev)
             self.G[t.name] = torch.zeros(t.out_features, t.out_features, dtype=torch.float32, device=dev)
         self.valid: torch.Tensor | None = None
+        self.rows_seen = 0  # token rows of the current batch (image batches count them in the hooks)
         self._valid_on: dict[torch.device, torch.Tensor] = {}
         self._a_done: set[str] = set()
         self.outputs: list[tuple[str, torch.Tensor]] = []
 
-    def start_batch(self, valid: torch.Tensor) -> None:
+    def start_batch(self, valid: torch.Tensor | None) -> None:
+        """``valid`` (B, T) selects the token positions; ``None``: every position (image models)."""
         self.valid = valid
-        self._valid_on = {valid.device: valid}
+        self._valid_on = {} if valid is None else {valid.device: valid}
         self._a_done = set()
         self.outputs = []
+        self.rows_seen = 0
 
     def valid_on(self, device: torch.device) -> torch.Tensor:
         assert self.valid is not None
@@ -157,6 +160,8 @@ class _Collector:
         return self._valid_on[device]
 
     def _rows(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if self.valid is None:  # every position of every example
+            return x.reshape(-1, x.shape[-1]).float()
         mask = self.valid_on(x.device)
         if x.shape[:-1] != mask.shape:
             raise ValueError(
@@ -168,7 +173,9 @@ class _Collector:
         def forward_hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if target.input_key not in self._a_done:
                 self._a_done.add(target.input_key)
-                self.on_input(target, self._rows(args[0].detach(), target.name))
+                rows = self._rows(args[0].detach(), target.name)
+                self.rows_seen = max(self.rows_seen, rows.shape[0])
+                self.on_input(target, rows)
             replaced = None
             if not output.requires_grad:
                 # Nothing upstream needs a gradient: start the graph here (cuts the backward).
@@ -215,8 +222,8 @@ class _Collector:
             return False
         for (name, _), g in zip(self.outputs, grads, strict=True):
             if g is not None:
-                mask = self.valid_on(g.device)
-                rows = g[:, mask].reshape(-1, g.shape[-1]).float()  # (k * N, out)
+                picked = g if self.valid is None else g[:, self.valid_on(g.device)]
+                rows = picked.reshape(-1, g.shape[-1]).float()  # (k * N, out), sample-major
                 self.on_output_grad(name, rows, alpha)
         return True  # the graph (kept for a failed attempt's fallback) goes with the batch's tensors
 
@@ -353,6 +360,42 @@ def _backward_samples(collector: _Collector, feats: torch.Tensor, feat_grads: li
         start += 1
 
 
+def _image_batch(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    first_row: int,
+    device: torch.device,
+    collector: _Collector,
+    opts: CollectOptions,
+) -> int:
+    """One batch of an image classifier: ``{"pixel_values": (B, C, H, W), "labels": (B,) optional}``.
+
+    The loss is the sum over images of ``-log p(y | image)``; every token position (patches and
+    [CLS]) of every image is a row of ``a`` and ``g``. Sampled labels are drawn from the
+    classifier's softmax with the counter ``(seed, image index, 0, sample)``; ``fisher="empirical"``
+    takes ``labels``. Returns the token rows accumulated."""
+    dtype = next(model.parameters()).dtype
+    pixels = batch["pixel_values"].to(device=device, dtype=dtype).clone()
+    if pixels.dim() != 4:
+        raise ValueError(f"expected pixel_values of shape (B, C, H, W), got {tuple(pixels.shape)}")
+    collector.start_batch(None)
+    logits = model(pixel_values=pixels).logits
+    n = logits.shape[0]
+    uniforms = next_labels = None
+    if opts.fisher == "sampled":
+        rows = torch.arange(first_row, first_row + n, device=logits.device)
+        uniforms = counter_uniforms(opts.seed, rows, torch.zeros_like(rows), opts.samples)
+    else:
+        labels = batch.get("labels")
+        if labels is None:
+            raise ValueError("fisher='empirical' needs labels with the images")
+        next_labels = labels.to(logits.device)
+    feat_grads = _labels_and_feature_grads(logits, None, opts, uniforms, next_labels)
+    _backward_samples(collector, logits, feat_grads)
+    collector.finish_batch()
+    return collector.rows_seen
+
+
 def _collect(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
@@ -382,6 +425,14 @@ def _collect(
             for batch in batches:
                 if should_cancel is not None and should_cancel():
                     raise JobCancelled("factor collection cancelled")
+                if "pixel_values" in batch:  # an image classifier: one loss per image
+                    n_images = int(batch["pixel_values"].shape[0])
+                    count += _image_batch(model, batch, next_row, in_device, collector, opts)
+                    next_row += n_images
+                    tokens_done += n_images
+                    if progress is not None:
+                        progress(tokens_done, total_tokens)
+                    continue
                 input_ids = batch["input_ids"].to(in_device).clone()  # a normal tensor even if
                 mask = batch.get("attention_mask")  # the batch was made under inference_mode
                 mask = torch.ones_like(input_ids) if mask is None else mask.to(in_device).clone()
