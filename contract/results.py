@@ -33,6 +33,8 @@ METRIC_LABELS: dict[str, tuple[str, bool]] = {
     "agreement.ndcg": ("agreement nDCG@k", False),
     "agreement.top1_agreement": ("agreement top-1", False),
     "agreement.topk_overlap": ("agreement top-k overlap", False),
+    "classification.memorized_accuracy": ("memorised-label accuracy", True),
+    "classification.heldout_accuracy": ("held-out accuracy", False),
 }
 # Fields the metric reports carry that are settings or raw sums, not outcomes (no table row).
 METRIC_SETTINGS: frozenset[str] = frozenset(
@@ -49,6 +51,8 @@ METRIC_SETTINGS: frozenset[str] = frozenset(
         "loose_count",
         "sequences",
         "positions",
+        "memorized_images",
+        "heldout_images",
         "seconds",
     }
 )
@@ -88,12 +92,22 @@ class AgreementMetrics(_Open):
     topk_overlap: float | None = None
 
 
+class ClassificationMetrics(_Open):
+    memorized_accuracy: float | None = Field(
+        default=None, description="Share of the memorised set predicted as its (memorised) label."
+    )
+    heldout_accuracy: float | None = Field(default=None, description="Share of the held-out set predicted correctly.")
+    memorized_images: int = 0
+    heldout_images: int = 0
+
+
 class Metrics(_Open):
     """What the evaluation measured on one model (each part present when asked for)."""
 
     recitation: RecitationMetrics | None = None
     perplexity: PerplexityMetrics | None = None
     agreement: AgreementMetrics | None = None
+    classification: ClassificationMetrics | None = None
 
 
 class ComparisonRow(_Open):

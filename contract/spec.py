@@ -141,6 +141,29 @@ class TextSource(StrictModel):
         return self
 
 
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class ImageSource(StrictModel):
+    """Labelled images for an image-classification model: a class-folder tree or a ``.npz``."""
+
+    path: str = Field(
+        description="Under the configured data root: a folder with one sub-folder per class "
+        "(<class>/<image>.png|.jpg|.jpeg|.bmp|.webp; the class is the model's label2id entry of that name, "
+        "or that index when the name is an integer), or a .npz holding 'labels' (N,) and either "
+        "'pixel_values' (N, C, H, W float, already preprocessed) or 'images' (N, H, W, C uint8, resized "
+        "and normalised with the model's image processor). Read without pickle.",
+    )
+    max_images: int = Field(default=50_000, ge=1, le=10_000_000, description="Images read (first N).")
+
+    @field_validator("path")
+    @classmethod
+    def _path_ok(cls, v: str) -> str:
+        checked = _check_relative_path(v, "path")
+        assert checked is not None
+        return checked
+
+
 class WeightedSource(TextSource):
     """One corpus of a factor union and its weight (weights are normalised to sum to 1)."""
 
@@ -160,9 +183,16 @@ class CalibrationSpec(TextSource):
         "their own, over up to max_tokens tokens each; the factors used are the weighted sum of the per-source "
         "means (weights normalised). Changing a weight re-uses every source's cached factors.",
     )
+    images: ImageSource | None = Field(
+        default=None,
+        description="Labelled images instead of text, for an image-classification model (ViT): the factors "
+        "use every token (patches and [CLS]) of every image and the classifier's loss.",
+    )
     max_tokens: int = Field(default=200_000, ge=16, le=2_000_000_000, description="Token budget (per source).")
     seq_len: int = Field(default=256, ge=8, le=32_768, description="Packed sequence length.")
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences per forward/backward pass.")
+    batch_size: int = Field(
+        default=8, ge=1, le=4096, description="Sequences (or images) per forward/backward pass."
+    )
 
     @field_validator("sources")
     @classmethod
@@ -173,9 +203,11 @@ class CalibrationSpec(TextSource):
 
     @model_validator(mode="after")
     def _one_source(self) -> CalibrationSpec:  # replaces TextSource's: ``sources`` is a fourth way
-        given = [n for n in ("dataset_id", "path", "texts", "sources") if getattr(self, n) is not None]
+        given = [n for n in ("dataset_id", "path", "texts", "sources", "images") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"exactly one of dataset_id, path, texts or sources must be given (got {given or 'none'})")
+            raise ValueError(
+                f"exactly one of dataset_id, path, texts, sources or images must be given (got {given or 'none'})"
+            )
         return self
 
     def weighted_sources(self) -> list[tuple[TextSource, float]]:
@@ -364,19 +396,44 @@ class AgreementEval(StrictModel):
     max_tokens: int = Field(default=20_000, ge=16, le=10_000_000, description="Positions compared (token budget).")
 
 
+class ClassificationEval(StrictModel):
+    """Accuracy of an image classifier: on the memorised set (the labels it was trained on, e.g.
+    flipped ones) and on a clean held-out set. Accuracy = share of images predicted as their label."""
+
+    memorized: ImageSource | None = Field(
+        default=None, description="Images with the labels the model memorised (an edit should lower this)."
+    )
+    heldout: ImageSource | None = Field(
+        default=None, description="Clean held-out images and their true labels (an edit should keep this)."
+    )
+
+    @model_validator(mode="after")
+    def _some_set(self) -> ClassificationEval:
+        if self.memorized is None and self.heldout is None:
+            raise ValueError("evaluation.classification needs memorized or heldout images (or both)")
+        return self
+
+
 class EvaluationSpec(StrictModel):
     """Metrics measured before the edit and after it, at every sweep point (optional)."""
 
     recitation: RecitationEval | None = None
     perplexity: PerplexityEval | None = None
     agreement: AgreementEval | None = None
-    batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences per evaluation forward pass.")
+    classification: ClassificationEval | None = Field(
+        default=None, description="Image classifiers only: memorised-set and held-out accuracy."
+    )
+    batch_size: int = Field(default=8, ge=1, le=4096, description="Sequences (or images) per evaluation pass.")
 
     @model_validator(mode="after")
     def _agreement_has_texts(self) -> EvaluationSpec:
         if self.agreement is not None and self.agreement.source is None and self.perplexity is None:
             raise ValueError("evaluation.agreement needs agreement.source or evaluation.perplexity texts")
         return self
+
+    def text_metrics(self) -> list[str]:
+        """The text-model metrics asked for (recitation, perplexity, agreement)."""
+        return [n for n in ("recitation", "perplexity", "agreement") if getattr(self, n) is not None]
 
 
 class DiscoverForget(TextSource):
@@ -563,6 +620,35 @@ class EditJobSpec(StrictModel):
                 "eigenvalues only): drop the objective or set curvature.estimator to 'kfac'"
             )
         return objective
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_needs_text(cls, objective: ObjectiveSpec | None, info: ValidationInfo) -> ObjectiveSpec | None:
+        calibration = info.data.get("calibration")
+        if objective is not None and calibration is not None and calibration.images is not None:
+            raise ValueError(
+                "objective is for text models (recitation and perplexity targets); with calibration.images "
+                "give edit.layers and edit.keep_mass (a list sweeps) and evaluation.classification instead"
+            )
+        return objective
+
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_matches_data(cls, evaluation: EvaluationSpec | None, info: ValidationInfo) -> EvaluationSpec | None:
+        calibration = info.data.get("calibration")
+        if evaluation is None or calibration is None:
+            return evaluation
+        if calibration.images is not None and evaluation.text_metrics():
+            raise ValueError(
+                f"evaluation.{evaluation.text_metrics()[0]} measures a text model, but calibration.images makes "
+                "this an image-classifier job: use evaluation.classification"
+            )
+        if calibration.images is None and evaluation.classification is not None:
+            raise ValueError(
+                "evaluation.classification is for image classifiers: give calibration.images, or measure a "
+                "text model with evaluation.recitation / perplexity / agreement"
+            )
+        return evaluation
 
     @field_validator("edit")
     @classmethod
