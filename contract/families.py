@@ -1,4 +1,4 @@
-"""The model-family table: which module of a causal LM plays which MLP role, in one place.
+"""The model-family table: which module of a causal LM or image classifier plays which MLP role, in one place.
 
 Used by both sides so they cannot disagree: the gateway (``service/model_inspect.py``) answers
 from ``config.json`` and the safetensors header (tensor names and shapes, no torch); the worker
@@ -18,14 +18,24 @@ GPT-NeoX               gpt_neox                         —         dense_h_to_4
 GPT-J                  gptj                             —         fc_in          fc_out
 Phi                    phi                              —         fc1            fc2
 LFM2 (w1/w3/w2)        lfm2                             w1        w3             w2
+ViT (image classifier) vit                              —         fc1            fc2
 ====================== ================================ ========= ============== ===============
 
 An *editable* module is a linear map: an ``nn.Linear`` or GPT-2's ``Conv1D`` (weight stored
 ``(in, out)``). Seen from a checkpoint that is a two-dimensional ``<module>.weight`` that is not
 an embedding table (``EMBEDDING_CHILDREN``); 1-D norms and the 3-D convolutions of hybrid models
 are not editable. A tied output head (``tie_word_embeddings``) has no tensor of its own in the
-checkpoint but is a linear module of the loaded model, so the gateway adds it; a module that
-transformers renames on load (GPT-NeoX's ``embed_out`` → ``lm_head``) is known by its loaded name.
+checkpoint but is a linear module of the loaded model, so the gateway adds it. An image
+classifier's output projection is its ``classifier`` head (``Family.output``).
+
+Module names are the loaded model's names under transformers 5, which renames some checkpoint
+modules on load (``Family.renamed``: GPT-NeoX's ``embed_out`` → ``lm_head``; ViT's
+``vit.encoder.layer.{i}.intermediate.dense`` → ``vit.layers.{i}.mlp.fc1``, ``output.dense`` →
+``mlp.fc2`` and the attention's ``attention.attention.query`` / ``key`` / ``value`` /
+``attention.output.dense`` → ``attention.q_proj`` / ``k_proj`` / ``v_proj`` / ``o_proj``); the
+gateway maps the checkpoint's names through that table. transformers 4.x loads with the checkpoint
+names, so ``mlp_slot`` knows an MLP projection by either name (same layer, same role); an
+explicit ``edit.modules`` name is matched against the loaded (transformers 5) names.
 """
 
 from __future__ import annotations
@@ -33,8 +43,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import cache
+from typing import Literal
 
 ROLES: tuple[str, ...] = ("gate", "up", "down")
+Kind = Literal["causal_lm", "image_classifier"]
 MLP_CONTAINERS: tuple[str, ...] = ("mlp", "feed_forward", "ffn")
 # Module names (last component) of embedding tables: two-dimensional weights that are not linear maps.
 EMBEDDING_CHILDREN: frozenset[str] = frozenset(
@@ -43,8 +56,30 @@ EMBEDDING_CHILDREN: frozenset[str] = frozenset(
 
 
 @dataclass(frozen=True)
+class Rename:
+    """transformers 5 loads checkpoint module ``source`` as ``target``. ``{i}`` in both stands for a
+    layer index (a per-layer pattern); without it the rename is of one exact name."""
+
+    source: str
+    target: str
+
+    def apply(self, name: str) -> str | None:
+        """The loaded name of checkpoint module ``name``, or None if this rename does not apply."""
+        m = _compiled(self.source).fullmatch(name)
+        if m is None:
+            return None
+        return self.target.replace("{i}", m.group("i")) if "{i}" in self.source else self.target
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as a regular expression: literal text, ``{i}`` a layer index."""
+    return re.compile(re.escape(pattern).replace(re.escape("{i}"), r"(?P<i>\d+)"))
+
+
+@dataclass(frozen=True)
 class Family:
-    """One naming scheme: where the decoder layers are and what their MLP projections are called."""
+    """One naming scheme: where the layers are and what their MLP projections are called."""
 
     name: str
     model_types: tuple[str, ...]
@@ -53,11 +88,16 @@ class Family:
     roles: dict[str, str] = field(hash=False)  # role -> projection child name
     conv1d: bool = False  # weights stored (in, out) (GPT-2's Conv1D)
     output: str = "lm_head"  # the output projection (a linear module, possibly tied)
-    # checkpoint module name -> the loaded model's name for it (transformers renames on load)
-    renamed: dict[str, str] = field(default_factory=dict, hash=False)
+    # checkpoint module names (or per-layer patterns) the loaded model knows by another name
+    renamed: tuple[Rename, ...] = ()
+    kind: Kind = "causal_lm"  # what the model is trained for: the calibration data it takes
 
     def module(self, layer: int, role: str) -> str:
         return f"{self.stack}.{layer}.{self.mlp}.{self.roles[role]}"
+
+    def loaded_name(self, checkpoint_name: str) -> str:
+        """The name transformers 5 gives checkpoint module ``checkpoint_name`` (first rename that applies)."""
+        return next((t for r in self.renamed if (t := r.apply(checkpoint_name)) is not None), checkpoint_name)
 
 
 _SWIGLU = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
@@ -76,21 +116,37 @@ FAMILIES: tuple[Family, ...] = (
         "gpt_neox.layers",
         "mlp",
         {"up": "dense_h_to_4h", "down": "dense_4h_to_h"},
-        renamed={"embed_out": "lm_head"},  # older checkpoints (Pythia) name the head embed_out
+        renamed=(Rename("embed_out", "lm_head"),),  # older checkpoints (Pythia) name the head embed_out
     ),
     Family("gptj", ("gptj",), "transformer.h", "mlp", {"up": "fc_in", "down": "fc_out"}),
     Family("phi", ("phi",), "model.layers", "mlp", {"up": "fc1", "down": "fc2"}),
     Family("lfm2", ("lfm2",), "model.layers", "feed_forward", {"gate": "w1", "up": "w3", "down": "w2"}),
+    Family(
+        "vit",
+        ("vit",),
+        "vit.layers",
+        "mlp",
+        {"up": "fc1", "down": "fc2"},
+        output="classifier",
+        kind="image_classifier",
+        renamed=(  # whole names: <i>.attention.output.dense is the attention's output, not the MLP's
+            Rename("vit.encoder.layer.{i}.attention.attention.query", "vit.layers.{i}.attention.q_proj"),
+            Rename("vit.encoder.layer.{i}.attention.attention.key", "vit.layers.{i}.attention.k_proj"),
+            Rename("vit.encoder.layer.{i}.attention.attention.value", "vit.layers.{i}.attention.v_proj"),
+            Rename("vit.encoder.layer.{i}.attention.output.dense", "vit.layers.{i}.attention.o_proj"),
+            Rename("vit.encoder.layer.{i}.intermediate.dense", "vit.layers.{i}.mlp.fc1"),
+            Rename("vit.encoder.layer.{i}.output.dense", "vit.layers.{i}.mlp.fc2"),
+        ),
+    ),
 )
+_RENAMES: tuple[Rename, ...] = tuple(r for f in FAMILIES for r in f.renamed)
 
 # role -> every projection child name that plays it, across the families (order: table order).
 ROLE_CHILDREN: dict[str, tuple[str, ...]] = {
     role: tuple(dict.fromkeys(f.roles[role] for f in FAMILIES if role in f.roles)) for role in ROLES
 }
 _CHILD_ROLE = {child: role for role, children in ROLE_CHILDREN.items() for child in children}
-_LAYER_MLP = re.compile(
-    r"^(?P<stack>.+)\.(?P<idx>\d+)\.(?P<mlp>" + "|".join(MLP_CONTAINERS) + r")\.(?P<child>\w+)$"
-)
+_LAYER_MLP = re.compile(r"^(?P<stack>.+)\.(?P<idx>\d+)\.(?P<mlp>" + "|".join(MLP_CONTAINERS) + r")\.(?P<child>\w+)$")
 
 
 @dataclass(frozen=True)
@@ -108,8 +164,11 @@ def family_of(model_type: str) -> Family | None:
 
 
 def mlp_slot(module_name: str) -> MlpSlot | None:
-    """Layer and role of a decoder-layer MLP projection named ``module_name``, else None."""
-    m = _LAYER_MLP.match(module_name)
+    """Layer and role of a layer's MLP projection named ``module_name``, else None. A checkpoint
+    name that transformers 5 renames (what transformers 4.x loads, e.g. ViT's
+    ``vit.encoder.layer.{i}.intermediate.dense``) has the slot of its loaded name."""
+    loaded = next((t for r in _RENAMES if (t := r.apply(module_name)) is not None), module_name)
+    m = _LAYER_MLP.match(loaded)
     if m is None or m.group("child") not in _CHILD_ROLE:
         return None
     return MlpSlot(int(m.group("idx")), _CHILD_ROLE[m.group("child")], module_name.rsplit(".", 1)[0])

@@ -1,11 +1,12 @@
-"""What a saved model has — layers, MLP projections, editable modules — read without torch.
+"""What a saved model has — kind, layers, MLP projections, editable modules — read without torch.
 
 The gateway validates ``edit.layers`` / ``edit.projections`` / ``edit.modules`` at submission
 from ``config.json`` (``model_type``, ``num_hidden_layers`` / ``n_layer``) and the safetensors
 headers (8-byte little-endian header length, then a JSON header naming every tensor with its
 shape; sharded checkpoints through ``model.safetensors.index.json`` and each shard's header).
-Which module plays which MLP role, and which weights are editable linear maps, comes from the
-one family table ``contract/families.py`` that the worker's target resolution uses as well.
+Which module plays which MLP role, which weights are editable linear maps, the names transformers
+gives checkpoint modules on load and whether the model is a causal LM or an image classifier come
+from the one family table ``contract/families.py`` that the worker's target resolution uses as well.
 Checkpoints without safetensors fall back to that table's module names.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.families import ROLES, Family, family_of, is_linear_weight, match_modules, mlp_slot
+from contract.families import ROLES, Family, Kind, family_of, is_linear_weight, match_modules, mlp_slot
 
 _MAX_HEADER = 100 * 2**20
 Shape = tuple[int, ...]
@@ -36,6 +37,11 @@ class ModelInfo:
     roles: dict[int, dict[str, str]] = field(default_factory=dict)  # layer -> role -> module name
     names_from: str = "safetensors"
     family: Family | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """What the model is for (the family table's; a model not in it is taken for a causal LM)."""
+        return self.family.kind if self.family else "causal_lm"
 
     def roles_available(self) -> list[str]:
         found = {role for per_layer in self.roles.values() for role in per_layer}
@@ -125,14 +131,13 @@ def inspect_model(model_dir: Path) -> ModelInfo:
     found = weight_shapes(model_dir)
     if found is not None:
         shapes, info.names_from = found
-        renamed = family.renamed if family else {}
-        modules = {
-            renamed.get(n[: -len(".weight")], n[: -len(".weight")])
+        modules = {  # by the loaded model's names (transformers renames some checkpoint modules)
+            family.loaded_name(n[: -len(".weight")]) if family else n[: -len(".weight")]
             for n, shape in shapes.items()
             if n.endswith(".weight") and is_linear_weight(n[: -len(".weight")], shape)
         }
-        # The output head is a linear module of every causal LM, even when tied to the embedding
-        # (then the checkpoint holds no tensor of its own for it).
+        # The output head (an LM's lm_head, a classifier's classifier) is a linear module of every
+        # model, even when tied to the embedding (then the checkpoint holds no tensor of its own for it).
         modules.add(family.output if family else "lm_head")
         info.modules = sorted(modules)
         for module in info.modules:
