@@ -17,6 +17,7 @@ import redis
 
 from tests.redis_server import OwnedRedis
 from tests.tiny_models import save_tiny
+from tests.vision_fixtures import VisionData, train_memorizing_vit
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 4-layer Llama + BPE tokenizer saved with save_pretrained."""
     return save_tiny(tmp_path_factory.mktemp("models") / "tiny-llama", family="llama")
+
+
+@pytest.fixture(scope="session")
+def vision_data(tmp_path_factory: pytest.TempPathFactory) -> VisionData:
+    """A tiny ViT trained here until it memorised flipped labels, and its .npz / PNG data files."""
+    return train_memorizing_vit(tmp_path_factory.mktemp("vision"))

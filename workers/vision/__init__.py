@@ -1,0 +1,1 @@
+"""Image-classifier (ViT) building blocks: labelled image sets (``images``) and accuracy (``accuracy``)."""
