@@ -17,6 +17,11 @@ parameter shapes. The model is a sum of named terms, each in bytes (see ``docs/p
   transient activations of one layer below the cut and the final hidden states and their gradient.
 - ``logits_chunk``: ``LOGITS_COPIES`` float32 (chunk x vocabulary) blocks (logits, probabilities,
   their gradient), chunk = ``min(curvature.logits_chunk, batch_size x seq_len)``.
+
+An image classifier (ViT; ``ModelDims.image_tokens`` > 0) is the same model with a sequence of
+``(image_size / patch_size)^2 + 1`` tokens per image (the patches and [CLS]): a batch is
+``calibration.batch_size`` images, the token budget is ``max_images`` x tokens per image, and the
+head has one row of logits per image (over the labels, the "vocabulary"), not one per token.
 - ``eigen``: eigenvectors of every factor (``curvature.eig_dtype``) plus one eigh workspace of the
   largest factor; ``rotations``: a sweep's float32 ``C = U_G^T W U_A`` per target (a search's when
   they fit ``SEARCH_ROTATIONS_BYTES``).
@@ -35,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from contract.families import family_of
 
 GIB = 2**30
 ACT_HIDDEN = 10  # hidden-size vectors autograd keeps per token per decoder layer (norms, q, o, residuals)
@@ -67,13 +74,14 @@ class ModelDims:
 
     hidden: int
     intermediate: int
-    vocab: int
+    vocab: int  # the head's output width: an LM's vocabulary, a classifier's number of labels
     layers: int
     heads: int
     kv_dim: int  # width of k (and of v)
     params: int  # every checkpoint tensor's element count
     matrix_params: int  # element count of the 2-D weights except embeddings (forward FLOPs / 2)
     checkpoint_dtype: str
+    image_tokens: int = 0  # an image classifier's tokens per image (patches + [CLS]); 0: a text model
 
 
 def _cfg(config: Mapping[str, Any], *names: str, default: int = 0) -> int:
@@ -86,8 +94,27 @@ def _cfg(config: Mapping[str, Any], *names: str, default: int = 0) -> int:
     return default
 
 
+def image_tokens(config: Mapping[str, Any]) -> int:
+    """Tokens per image of a ViT-style classifier: one per ``patch_size`` patch of an ``image_size``
+    image, plus [CLS] (sizes are ints or (height, width) pairs); 0 when the config has no sizes."""
+
+    def pair(v: Any) -> tuple[int, int] | None:
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, v
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v):
+            return int(v[0]), int(v[1])
+        return None
+
+    image, patch = pair(config.get("image_size")), pair(config.get("patch_size"))
+    if image is None or patch is None:
+        return 0
+    return (image[0] // patch[0]) * (image[1] // patch[1]) + 1
+
+
 def model_dims(config: Mapping[str, Any], shapes: Mapping[str, Shape | None]) -> ModelDims:
-    """Sizes from ``config.json`` (Llama-, GPT-2- and NeoX-style names) and the tensor shapes."""
+    """Sizes from ``config.json`` (Llama-, GPT-2-, NeoX- and ViT-style names) and the tensor shapes."""
+    family = family_of(str(config.get("model_type", "")))
+    classifier = family is not None and family.kind == "image_classifier"
     hidden = _cfg(config, "hidden_size", "n_embd", "d_model")
     heads = _cfg(config, "num_attention_heads", "n_head", default=1)
     kv_heads = _cfg(config, "num_key_value_heads", default=heads)
@@ -95,8 +122,12 @@ def model_dims(config: Mapping[str, Any], shapes: Mapping[str, Shape | None]) ->
     params = sum(_numel(s) for s in known)
     embeddings = {n for n in shapes if any(p in n for p in ("embed", "wte", "wpe"))}
     matrix = sum(_numel(s) for n, s in shapes.items() if s is not None and len(s) == 2 and n not in embeddings)
-    vocab = _cfg(config, "vocab_size", "n_vocab")
-    tied = bool(config.get("tie_word_embeddings", True)) and not any("lm_head" in n for n in shapes)
+    if classifier:  # the head's width is the number of labels (transformers' default: 2)
+        labels = config.get("id2label")
+        vocab = _cfg(config, "num_labels", default=len(labels) if isinstance(labels, Mapping) and labels else 2)
+    else:
+        vocab = _cfg(config, "vocab_size", "n_vocab")
+    tied = not classifier and bool(config.get("tie_word_embeddings", True)) and not any("lm_head" in n for n in shapes)
     if tied and vocab and hidden:
         matrix += vocab * hidden  # the tied head multiplies like any output projection
     dtype = str(config.get("torch_dtype") or (config.get("text_config") or {}).get("torch_dtype") or "float32")
@@ -110,6 +141,7 @@ def model_dims(config: Mapping[str, Any], shapes: Mapping[str, Shape | None]) ->
         params=params,
         matrix_params=matrix,
         checkpoint_dtype=dtype if dtype in DTYPE_BYTES else "float32",
+        image_tokens=image_tokens(config) if classifier else 0,
     )
 
 
@@ -125,9 +157,9 @@ class JobShape:
     """The spec fields the estimate reads (``contract.spec.EditJobSpec`` -> ``job_shape``)."""
 
     dtype: str  # model.dtype ('auto' = the checkpoint's)
-    batch_size: int
-    seq_len: int
-    max_tokens: int
+    batch_size: int  # sequences (an image classifier's: images) per pass
+    seq_len: int  # an image classifier's: tokens per image (``ModelDims.image_tokens``)
+    max_tokens: int  # an image classifier's: max_images x tokens per image
     logits_chunk: int
     samples: int
     eig_dtype: str
@@ -186,7 +218,8 @@ def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, cap
     below = wb * (4 * dims.hidden + 3 * dims.intermediate + dims.heads * job.seq_len)
     final = 2 * 4 * dims.hidden
     activations = tokens_per_batch * (above * per_layer_token + captured + below + final)
-    chunk = min(job.logits_chunk, tokens_per_batch)
+    # logits rows at once: a chunk of an LM's token positions, or one per image of a classifier
+    chunk = job.batch_size if dims.image_tokens else min(job.logits_chunk, tokens_per_batch)
     logits = LOGITS_COPIES * 4 * chunk * dims.vocab + 8 * chunk * job.samples
     largest = max((max(t.in_features, t.out_features) for t in targets), default=0)
     eigvecs = eb * sum(sq)
@@ -205,7 +238,10 @@ def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, cap
 
     tokens = job.max_tokens
     forward = 2.0 * dims.matrix_params + 4.0 * dims.layers * job.seq_len * dims.hidden / 2
-    backward = (2.0 * dims.matrix_params * above / max(dims.layers, 1)) + 2.0 * dims.vocab * dims.hidden
+    head_rows_per_token = 1.0 / dims.image_tokens if dims.image_tokens else 1.0  # a classifier's: per image
+    backward = (2.0 * dims.matrix_params * above / max(dims.layers, 1)) + (
+        2.0 * dims.vocab * dims.hidden * head_rows_per_token
+    )
     factor_products = sum(2.0 * t.in_features**2 + 2.0 * job.samples * t.out_features**2 for t in targets)
     flops = {
         "collection": tokens * (forward + backward + factor_products),
@@ -240,7 +276,8 @@ def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, cap
             "targets": len(targets),
             "layers_with_activations": above,
             "devices_for_weights": capacity.devices if capacity.device_map else 1,
-        },
+        }
+        | ({"tokens_per_image": dims.image_tokens} if dims.image_tokens else {}),
     )
 
 
@@ -255,7 +292,7 @@ def knob_advice(est: Estimate, job: JobShape) -> str:
             if est.assumptions["load_dtype"] == "float32":
                 advice.append("load the model in model.dtype 'bfloat16'")
             advice.append("spread the weights over devices with CURVEDIT_DEVICE_MAP (e.g. 'auto')")
-        elif name == "logits_chunk" and job.logits_chunk > 64:
+        elif name == "logits_chunk" and job.logits_chunk > 64 and "tokens_per_image" not in est.assumptions:
             advice.append(f"lower curvature.logits_chunk (now {job.logits_chunk})")
         elif name in ("accumulators", "eigenvectors"):
             advice.append("edit fewer layers or projections (edit.layers / edit.projections)")

@@ -3,7 +3,8 @@
 Reads ``config.json`` and the safetensors headers of the resolved model directory (no torch),
 resolves the job's edit targets the way validation does (``edit.modules`` globs, or
 ``edit.layers`` x ``edit.projections``; for a goal-directed job the search's layer sets), and
-hands the sizes to ``contract.preflight.estimate``. A hub model with no local directory gets no
+hands the sizes to ``contract.preflight.estimate`` (an image classifier's sequences are images of a
+fixed number of tokens). A hub model with no local directory gets no
 estimate (``None``).
 """
 
@@ -21,13 +22,20 @@ from service.model_inspect import ModelInfo, ModelInspectError, weight_shapes
 from service.validation import check_model
 
 
-def job_shape(spec: EditJobSpec) -> JobShape:
+def job_shape(spec: EditJobSpec, dims: ModelDims) -> JobShape:
+    """The estimate's view of the spec. Images: a sequence is one image of ``dims.image_tokens``
+    tokens and the budget is ``calibration.images.max_images`` of them."""
     sweep = spec.edit.keep_mass if isinstance(spec.edit.keep_mass, list) else [spec.edit.keep_mass]
+    images = spec.calibration.images
+    if images is not None and dims.image_tokens:
+        seq_len, max_tokens = dims.image_tokens, images.max_images * dims.image_tokens
+    else:
+        seq_len, max_tokens = spec.calibration.seq_len, spec.calibration.max_tokens
     return JobShape(
         dtype=spec.model.dtype,
         batch_size=spec.calibration.batch_size,
-        seq_len=spec.calibration.seq_len,
-        max_tokens=spec.calibration.max_tokens,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
         logits_chunk=spec.curvature.logits_chunk,
         samples=spec.curvature.samples,
         eig_dtype=spec.curvature.eig_dtype,
@@ -70,7 +78,7 @@ def target_shapes(modules: list[str], shapes: dict[str, Any], dims: ModelDims) -
         slot = mlp_slot(m)
         if shape is not None and len(shape) == 2:
             rows, cols = int(shape[0]), int(shape[1])
-        elif slot is None:  # the (tied) output head
+        elif slot is None:  # the (tied) output head (a classifier's: labels x hidden)
             rows, cols = dims.vocab, dims.hidden
         else:
             wide = slot.role in ("gate", "up")
@@ -100,7 +108,7 @@ def preflight(spec: EditJobSpec, settings: Settings) -> dict[str, Any] | None:
         return None
     shapes: dict[str, Any] = found[0] if found else {}
     dims = model_dims(config, shapes)
-    job = job_shape(spec)
+    job = job_shape(spec, dims)
     est = estimate(dims, target_shapes(_target_modules(spec, info), shapes, dims), job, capacity(settings))
     message = check_fits(est, job)
     if message is not None:

@@ -1,7 +1,9 @@
 """Checks a job spec against the deployment before it is queued, so bad input is a 4xx naming
 the field instead of a failed job later: remote code, model location and contents (layers,
-projections, module names — read without torch by ``service.model_inspect``), data files and
-dataset ids (existence, ownership), and the output directory. Returns the *resolved* spec that
+projections, module names — read without torch by ``service.model_inspect``), that the calibration
+data is the model's kind (text for a causal LM, ``calibration.images`` for an image classifier),
+data files, image sets (a folder or ``.npz`` under the data root) and dataset ids (existence,
+ownership), and the output directory. Returns the *resolved* spec that
 is stored in the job record (``output.path`` defaulted to the job id).
 """
 
@@ -13,12 +15,14 @@ from typing import Any
 from contract.outputs import owner_output_root
 from contract.paths import PathOutsideRoot, resolve_under
 from contract.settings import Settings
-from contract.spec import EditJobSpec, PairSource, TextSource
+from contract.spec import EditJobSpec, ImageSource, PairSource, TextSource
 from service.errors import ApiError
 from service.model_inspect import ModelInfo, ModelInspectError, inspect_model
 from service.store.datasets import DatasetStore
 
 DATA_SUFFIXES = (".txt", ".jsonl")
+IMAGE_ARCHIVE_SUFFIX = ".npz"  # an image set is a class-folder tree or one .npz
+TEXT_CALIBRATION = ("dataset_id", "path", "texts", "sources")
 
 
 def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
@@ -71,8 +75,29 @@ def check_model(spec: EditJobSpec, settings: Settings) -> ModelInfo:
         info = inspect_model(model_dir)
     except ModelInspectError as exc:
         raise _invalid(field, f"cannot read the model at {shown!r}: {exc}", "model_unreadable") from exc
+    _check_data_kind(spec, info, shown)
     _check_targets(spec, info)
     return info
+
+
+def _check_data_kind(spec: EditJobSpec, info: ModelInfo, shown: str | None) -> None:
+    """Text calibration for a causal LM, ``calibration.images`` for an image classifier."""
+    images = spec.calibration.images
+    if info.kind == "image_classifier" and images is None:
+        given = next((f"calibration.{n}" for n in TEXT_CALIBRATION if getattr(spec.calibration, n) is not None), "")
+        raise _invalid(
+            "calibration.images",
+            f"the model at {shown!r} is an image classifier ({info.model_type}) but {given or 'the calibration'} "
+            "is text: give calibration.images (a class-folder tree or a .npz under the data root) instead",
+            "wrong_data_kind",
+        )
+    if info.kind == "causal_lm" and images is not None:
+        raise _invalid(
+            "calibration.images",
+            f"the model at {shown!r} is a causal language model ({info.model_type}), not an image classifier: "
+            "give text (calibration.texts, path, dataset_id or sources) instead of calibration.images",
+            "wrong_data_kind",
+        )
 
 
 def _check_layer(layer: int, info: ModelInfo, field: str) -> int:
@@ -211,12 +236,27 @@ def _check_source(
             raise _invalid(field, f"{src.path!r} must be a .txt or .jsonl file", "unsupported_file")
 
 
+def _check_images(src: ImageSource | None, prefix: str, settings: Settings) -> None:
+    """An image set: under the data root, and a folder (one sub-folder per class) or a ``.npz``."""
+    if src is None:
+        return
+    field = f"{prefix}.path"
+    p = _under(settings.data_root, src.path, field)
+    if not p.exists():
+        raise _invalid(
+            field, f"no folder or .npz file {src.path!r} under the data root {settings.data_root}", "file_not_found"
+        )
+    if not (p.is_dir() or (p.is_file() and p.suffix.lower() == IMAGE_ARCHIVE_SUFFIX)):
+        raise _invalid(field, f"{src.path!r} must be a folder of class sub-folders or a .npz file", "unsupported_file")
+
+
 def validate_submission(
     spec: EditJobSpec, settings: Settings, owner: str, datasets: DatasetStore, job_id: str
 ) -> dict[str, Any]:
     """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict."""
     check_model(spec, settings)
     _check_source(spec.calibration, "calibration", settings, datasets, owner)
+    _check_images(spec.calibration.images, "calibration.images", settings)
     for i, src in enumerate(spec.calibration.sources or []):  # factor union
         _check_source(src, f"calibration.sources[{i}]", settings, datasets, owner)
     if spec.objective is not None:
@@ -227,6 +267,9 @@ def validate_submission(
         _check_source(ev.perplexity, "evaluation.perplexity", settings, datasets, owner)
         if ev.agreement is not None:
             _check_source(ev.agreement.source, "evaluation.agreement.source", settings, datasets, owner)
+        if ev.classification is not None:
+            _check_images(ev.classification.memorized, "evaluation.classification.memorized", settings)
+            _check_images(ev.classification.heldout, "evaluation.classification.heldout", settings)
     resolved = spec.model_dump(mode="json")
     out_rel = spec.output.path or job_id
     out_dir = _under(owner_output_root(settings.output_root, owner), out_rel, "output.path")
