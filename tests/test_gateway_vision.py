@@ -157,3 +157,17 @@ def test_objective_with_images_is_422(env: TestClient) -> None:
     body = vit_body(objective=objective, edit={"projections": ["up"]})
     e = error(env, body)
     assert e["field"] == "objective" and "calibration.images" in e["message"], e
+
+
+def test_text_metrics_with_images_and_classification_with_text_are_422_at_evaluation(env: TestClient) -> None:
+    e = error(env, vit_body(evaluation={"perplexity": {"texts": ["held out prose"]}}))
+    assert e["field"] == "evaluation" and "evaluation.perplexity" in e["message"], e
+    body = job_body("llama")
+    body["evaluation"] = {"classification": {"heldout": {"path": "heldout"}}}
+    e = error(env, body)
+    assert e["field"] == "evaluation" and "calibration.images" in e["message"], e
+
+
+def test_default_projections_name_the_missing_gate_of_a_vit(env: TestClient) -> None:
+    e = error(env, vit_body(edit={"layers": [0]}))
+    assert e["field"] == "edit.projections[0]" and "'gate'" in e["message"] and "up, down" in e["message"], e
