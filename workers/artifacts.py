@@ -149,7 +149,8 @@ def write_result(
     files: dict[str, str] = {}
     if save_model:
         model.save_pretrained(directory, safe_serialization=True)
-        tokenizer.save_pretrained(directory)
+        if tokenizer is not None:  # an image classifier may ship no image processor
+            tokenizer.save_pretrained(directory)
         files["model"] = "."
     if save_delta:
         write_delta(directory / DELTA_FILE, originals, edited)

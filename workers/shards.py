@@ -119,6 +119,7 @@ def _run_shard(
     from workers.pipeline.loading import load_model
     from workers.pipeline.reporting import JobCancelled
     from workers.pipeline.sources import resolve_texts
+    from workers.pipeline.stages.load import job_images
 
     store = JobStore(client)
     rec = store.get(job_id)
@@ -130,10 +131,11 @@ def _run_shard(
     spec = EditJobSpec.model_validate(rec["spec"])
     if settings.collect_shards != shards:
         settings = settings.model_copy(update={"collect_shards": shards})
-    texts = resolve_texts(spec.calibration, settings, "calibration")
+    texts = [] if spec.calibration.images is not None else resolve_texts(spec.calibration, settings, "calibration")
     loaded = load_model(spec.model, settings)
     chosen = resolve_targets(loaded.model, modules=targets)
-    inputs = curvature_inputs(spec, settings, loaded, texts)
+    images = job_images(spec, settings, loaded, None)
+    inputs = curvature_inputs(spec, settings, loaded, texts, images)
     ids = pack_calibration(inputs)
     span = shard_rows(ids.shape[0], shards, shard)
     rows = ids[span]

@@ -31,10 +31,11 @@ from contract.settings import Settings
 from contract.spec import EditJobSpec
 from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
-from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, iter_batches, pack_texts
+from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, pack_texts
 from workers.curvature.factor_stats import MIN_TOKENS_PER_DIM, factor_statistics, few_tokens
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.image_rows import CalibrationRows, ImageRows, calibration_batches
 from workers.pipeline.loading import LoadedModel
 from workers.pipeline.reporting import JobCancelled, Reporter, Stage
 from workers.shards import AwaitShards
@@ -64,6 +65,7 @@ class CurvatureInputs:
     samples: int = 1
     precision: str = "fp32"
     logits_chunk: int = 1024
+    images: ImageRows | None = None  # an image classifier's calibration images (then texts is empty)
 
     def sum_args(self, kind: str) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -95,14 +97,23 @@ class CurvatureInputs:
         return CacheKey(kind=entry, module=module, args=args, model=self.model_label)
 
 
-def curvature_inputs(spec: EditJobSpec, settings: Settings, loaded: LoadedModel, texts: list[str]) -> CurvatureInputs:
-    """The cache-key inputs of a job (fingerprints of the model directory and the corpus)."""
+def curvature_inputs(
+    spec: EditJobSpec,
+    settings: Settings,
+    loaded: LoadedModel,
+    texts: list[str],
+    images: tuple[ImageRows, str] | None = None,
+) -> CurvatureInputs:
+    """The cache-key inputs of a job (fingerprints of the model directory and the corpus).
+
+    ``images`` (an image classifier's calibration images and their fingerprint) replace ``texts``."""
     return CurvatureInputs(
         model_label=loaded.label,
         model_fingerprint=combine(fingerprint_model_dir(loaded.model_dir, digest_memo_path(settings.state_dir))),
         model_dtype=str(loaded.dtype).removeprefix("torch."),
-        corpus_fingerprint=fingerprint_texts(texts),
+        corpus_fingerprint=fingerprint_texts(texts) if images is None else images[1],
         texts=texts,
+        images=None if images is None else images[0],
         tokenizer=loaded.tokenizer,
         max_tokens=spec.calibration.max_tokens,
         seq_len=spec.calibration.seq_len,
@@ -163,7 +174,10 @@ class ShardFanout(Protocol):
         """Take back a shard nobody started; True when the caller must now collect it itself."""
 
 
-def pack_calibration(inputs: CurvatureInputs) -> torch.Tensor:
+def pack_calibration(inputs: CurvatureInputs) -> CalibrationRows:
+    """The calibration rows: packed token sequences, or the images of an image classifier."""
+    if inputs.images is not None:
+        return inputs.images
     try:
         return pack_texts(inputs.tokenizer, inputs.texts, inputs.seq_len, inputs.max_tokens)
     except ValueError as exc:
@@ -179,7 +193,7 @@ def collect_sums(
     model: Any,
     targets: list[EditTarget],
     inputs: CurvatureInputs,
-    ids: torch.Tensor,
+    ids: CalibrationRows,
     *,
     first_sequence: int = 0,
     progress: Callable[[int, int | None], None] | None,
@@ -197,7 +211,7 @@ def collect_sums(
         return out
     factors = collect_factors(
         model,
-        iter_batches(ids, inputs.batch_size),
+        calibration_batches(ids, inputs.batch_size),
         targets,
         inputs.fisher,  # type: ignore[arg-type]
         seed=inputs.seed,
@@ -230,7 +244,7 @@ def _collect_sharded(
     targets: list[EditTarget],
     need: list[FactorId],
     inputs: CurvatureInputs,
-    ids: torch.Tensor,
+    ids: CalibrationRows,
     *,
     cache: FactorCache,
     fanout: ShardFanout | None,

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from workers.cache import CacheKey, FactorCache
-from workers.curvature import EditTarget, Eigen, iter_batches
+from workers.curvature import EditTarget, Eigen
 from workers.curvature.ekfac import collect_corrections
 from workers.pipeline.curvature_stage import CurvatureInputs, pack_calibration
+from workers.pipeline.image_rows import calibration_batches
 from workers.pipeline.reporting import Reporter
 
 
@@ -78,7 +79,7 @@ def compute_corrections(
 
         got_new = collect_corrections(
             model,
-            iter_batches(ids, inputs.batch_size),
+            calibration_batches(ids, inputs.batch_size),
             need,
             {t.name: eigens[t.name] for t in need},
             inputs.fisher,  # type: ignore[arg-type]

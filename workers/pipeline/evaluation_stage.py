@@ -2,7 +2,8 @@
 
 ``EvaluationSuite.prepare`` resolves the data once and records the agreement reference (top-k of
 the *unedited* model) before any edit; ``measure`` then returns one nested metrics dict
-(``recitation`` / ``perplexity`` / ``agreement``), the same shape before and after.
+(``recitation`` / ``perplexity`` / ``agreement``, or ``classification`` for an image classifier:
+memorised-set and held-out accuracy), the same shape before and after.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from workers.evaluation import (
     reference_topk_for_texts,
 )
 from workers.pipeline.errors import PipelineError
+from workers.pipeline.loading import LoadedModel
 from workers.pipeline.sources import resolve_pairs_with_origin, resolve_texts
+from workers.vision.accuracy import classification_metrics
+from workers.vision.images import ImageSet, fingerprint_images, load_images
 
 
 @dataclass
@@ -30,6 +34,25 @@ class EvaluationData:
     ppl_texts: list[str] | None
     agreement_texts: list[str] | None
     pair_origins: list[str] | None = None
+    memorized: ImageSet | None = None  # evaluation.classification sets (read after the model loads)
+    heldout: ImageSet | None = None
+
+    def load_images(self, settings: Settings, loaded: LoadedModel) -> None:
+        """Read ``evaluation.classification``'s image sets, preprocessed for ``loaded``'s model."""
+        spec = self.spec.classification
+        if spec is None:
+            return
+        config = loaded.model.config
+        for name in ("memorized", "heldout"):
+            source = getattr(spec, name)
+            if source is not None:
+                field = f"evaluation.classification.{name}"
+                setattr(self, name, load_images(source, settings, field, loaded.model_dir, config))
+
+    def image_fingerprints(self) -> dict[str, str]:
+        """Fingerprints of the image sets read (none for a text job)."""
+        sets = (("classification.memorized", self.memorized), ("classification.heldout", self.heldout))
+        return {name: fingerprint_images(images) for name, images in sets if images is not None}
 
     def check_token_ids(self, vocab_size: int) -> None:
         """Every token id of the recitation pairs indexes the model's embedding (``invalid_input``
@@ -116,4 +139,8 @@ class EvaluationSuite:
             ).to_dict()
         if with_agreement and self.reference is not None:
             out["agreement"] = evaluate_agreement(self.model, self.reference).to_dict()
+        if spec.classification is not None:
+            out["classification"] = classification_metrics(
+                self.model, self.data.memorized, self.data.heldout, spec.batch_size
+            )
         return out

@@ -1,6 +1,12 @@
 """Model loading: a local directory under ``settings.model_root`` or a hub id + revision resolved
 through the local Hugging Face cache (``HF_HUB_OFFLINE`` honoured: then ``local_files_only``).
 
+Two kinds of model: a causal LM (``AutoModelForCausalLM`` + its tokenizer) or, when the config's
+``architectures`` name an ``...ForImageClassification`` class, an image classifier
+(``AutoModelForImageClassification`` + its image processor, ``None`` when the checkpoint ships no
+``preprocessor_config.json``). ``LoadedModel.task`` says which; ``LoadedModel.tokenizer`` holds the
+model's preprocessor either way (what the exported copy saves beside the weights).
+
 Safetensors only (``use_safetensors=True``); ``trust_remote_code`` only when the deployment
 allows it; the dtype from the spec; the device from ``settings.device`` (``auto`` -> CUDA when
 available) or ``settings.device_map`` for a model spread over several GPUs.
@@ -8,10 +14,11 @@ available) or ``settings.device_map`` for a model spread over several GPUs.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -24,14 +31,31 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 
 
+Task = Literal["causal-lm", "image-classification"]
+
+
 @dataclass
 class LoadedModel:
     model: Any
-    tokenizer: Any
+    tokenizer: Any  # the tokenizer, or the image processor of an image classifier (may be None)
     model_dir: Path
     label: str
     dtype: torch.dtype
     device: torch.device
+    task: Task = "causal-lm"
+
+
+def model_task(model_dir: Path) -> Task:
+    """``image-classification`` when ``config.json`` names a ``...ForImageClassification``
+    architecture, else ``causal-lm``."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return "causal-lm"  # loading reports the unreadable config with its own message
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    if isinstance(archs, list) and any(isinstance(a, str) and a.endswith("ForImageClassification") for a in archs):
+        return "image-classification"
+    return "causal-lm"
 
 
 def hub_offline() -> bool:
@@ -95,11 +119,15 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
     }
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
+    task = model_task(model_dir)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_dir, trust_remote_code=bool(spec.trust_remote_code), local_files_only=True
-        )
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        if task == "image-classification":
+            tokenizer, model = _image_classifier(model_dir, spec, kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                model_dir, trust_remote_code=bool(spec.trust_remote_code), local_files_only=True
+            )
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         if not settings.device_map:
             model.to(device)  # type: ignore[arg-type]
     except torch.cuda.OutOfMemoryError as exc:
@@ -108,4 +136,18 @@ def load_model(spec: ModelSpec, settings: Settings) -> LoadedModel:
         raise PipelineError("model_load_failed", f"{label}: could not load the model: {exc}") from exc
     model.eval()  # the tokenizer is left as shipped: the exported copy must match the base
     dtype = next(model.parameters()).dtype
-    return LoadedModel(model=model, tokenizer=tokenizer, model_dir=model_dir, label=label, dtype=dtype, device=device)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, model_dir=model_dir, label=label, dtype=dtype, device=device, task=task
+    )
+
+
+def _image_classifier(model_dir: Path, spec: ModelSpec, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """The image processor (None without ``preprocessor_config.json``) and the classifier."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    processor = None
+    if (model_dir / "preprocessor_config.json").is_file():
+        processor = AutoImageProcessor.from_pretrained(
+            model_dir, trust_remote_code=bool(spec.trust_remote_code), local_files_only=True
+        )
+    return processor, AutoModelForImageClassification.from_pretrained(model_dir, **kwargs)

@@ -27,7 +27,7 @@ class CurvatureOut:
 
 
 def curvature_stage(ctx: JobContext, job: LoadedJob) -> CurvatureOut:
-    inputs = curvature_inputs(ctx.spec, ctx.settings, job.loaded, job.calib_texts)
+    inputs = curvature_inputs(ctx.spec, ctx.settings, job.loaded, job.calib_texts, job.calib_images)
     reporter = ctx.reporter
     guarded = (
         None

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.settings import Settings
+from contract.spec import EditJobSpec
 from workers.curvature import EditTarget, resolve_targets
 from workers.pipeline.confine import confined
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.evaluation_stage import EvaluationData, resolve_evaluation
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
+from workers.pipeline.image_rows import ImageRows, load_calibration_images
 from workers.pipeline.loading import LoadedModel, load_model
 from workers.pipeline.search_stage import ObjectiveData, candidate_layer_sets, resolve_objective, search_targets
 from workers.pipeline.sources import resolve_texts
@@ -33,6 +36,7 @@ class LoadedJob:
     layer_sets: list[list[int]]  # the search's candidate layer sets (empty without an objective)
     fingerprints: dict[str, Any]
     calib_sources: list[tuple[list[str], float]] | None = None  # factor union: (texts, weight) per source
+    calib_images: tuple[ImageRows, str] | None = None  # image classifier: the images and their fingerprint
 
 
 def load_stage(ctx: JobContext) -> LoadedJob:
@@ -49,12 +53,15 @@ def load_stage(ctx: JobContext) -> LoadedJob:
             for i, (src, w) in enumerate(spec.calibration.weighted_sources())
         ]
         calib_texts = [text for texts, _ in calib_sources for text in texts]
-    else:
+    elif spec.calibration.images is None:
         calib_texts = resolve_texts(spec.calibration, settings, "calibration")
+    else:
+        calib_texts = []  # images are read after the model: their preprocessing is the model's
     eval_data = resolve_evaluation(spec.evaluation, settings)
     objective = resolve_objective(spec.objective, settings) if spec.objective is not None else None
     loaded = load_model(spec.model, settings)
     model = loaded.model
+    calib_images = job_images(spec, settings, loaded, eval_data)
     layer_sets: list[list[int]] = []
     if objective is not None:  # every candidate layer set's targets: one factor collection for all
         layer_sets = candidate_layer_sets(objective.spec, model)
@@ -63,19 +70,20 @@ def load_stage(ctx: JobContext) -> LoadedJob:
         targets = resolve_targets(
             model, layers=spec.edit.layers, projections=spec.edit.projections, modules=spec.edit.modules
         )
-    if eval_data is not None:  # token ids out of the vocabulary: invalid_input before any tensor work
+    if eval_data is not None and loaded.task == "causal-lm":  # out-of-vocabulary ids: invalid_input now
         eval_data.check_token_ids(int(model.get_input_embeddings().weight.shape[0]))
     model_files = fingerprint_model_dir(loaded.model_dir, digest_memo_path(settings.state_dir))
     fingerprints: dict[str, Any] = {
         "model": combine(model_files),
         "model_files": model_files,
-        "calibration": fingerprint_texts(calib_texts),
+        "calibration": fingerprint_texts(calib_texts) if calib_images is None else calib_images[1],
     }
     if eval_data is not None:
         fingerprints["evaluation"] = {
             "recitation": fingerprint_texts(json.dumps(p, default=str) for p in eval_data.pairs or []),
             "perplexity": fingerprint_texts(eval_data.ppl_texts or []),
             "agreement": fingerprint_texts(eval_data.agreement_texts or []),
+            **eval_data.image_fingerprints(),
         }
     ctx.reporter.event(
         "info",
@@ -94,4 +102,29 @@ def load_stage(ctx: JobContext) -> LoadedJob:
         layer_sets=layer_sets,
         fingerprints=fingerprints,
         calib_sources=calib_sources,
+        calib_images=calib_images,
     )
+
+
+def job_images(
+    spec: EditJobSpec, settings: Settings, loaded: LoadedModel, eval_data: EvaluationData | None
+) -> tuple[ImageRows, str] | None:
+    """An image classifier's calibration images (and their fingerprint), with the evaluation's image
+    sets read into ``eval_data``; ``None`` for a causal LM. The data must match the model's kind."""
+    if loaded.task != "image-classification":
+        if spec.calibration.images is not None:
+            raise PipelineError(
+                "invalid_input",
+                f"calibration.images: {loaded.label} is a causal language model; give it text calibration "
+                "(calibration.path, dataset_id, texts or sources)",
+            )
+        return None
+    if spec.calibration.images is None:
+        raise PipelineError(
+            "invalid_input",
+            f"calibration.images: {loaded.label} is an image classifier; calibrate it with labelled images "
+            "(calibration.images.path: a class-folder tree or a .npz), not text",
+        )
+    if eval_data is not None:
+        eval_data.load_images(settings, loaded)
+    return load_calibration_images(spec.calibration.images, settings, loaded)
