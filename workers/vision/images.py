@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ class _Preprocessor:
             mode_img = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
             resized = np.asarray(mode_img.resize((w, h), resample=Image.Resampling.BILINEAR))
             img = resized.reshape(h, w, -1)
-        x = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)
+        x = torch.from_numpy(np.array(img, dtype=np.float32)).div_(255.0)  # a writable copy
         return x.permute(2, 0, 1).sub_(DEFAULT_MEAN).div_(DEFAULT_STD).contiguous()
 
 
@@ -170,6 +170,8 @@ def _check_labels(labels: np.ndarray, n: int, want: _ModelInput, field: str) -> 
 
 
 def _read_npz(path: Path, source: ImageSource, want: _ModelInput, model_dir: Path, field: str) -> ImageSet:
+    if not zipfile.is_zipfile(path):  # np.load would take anything else for a .npy or a pickle
+        raise _bad(field, "not a readable .npz (not a zip archive of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -274,12 +276,14 @@ def load_images(source: ImageSource, settings: Settings, field: str, model_dir: 
     want = _ModelInput.of(config, where)
     path = confined(settings.data_root, source.path, where)
     if path.is_dir():
-        return _read_tree(path, source, settings, want, model_dir, where)
-    if not path.is_file():
+        images = _read_tree(path, source, settings, want, model_dir, where)
+    elif not path.is_file():
         raise PipelineError("dataset_not_found", f"{where} {source.path!r}: no such file or folder under the data root")
-    if path.suffix.lower() != ".npz":
+    elif path.suffix.lower() != ".npz":
         raise _bad(where, f"expected a .npz file or a class-folder tree, got a {path.suffix or 'suffix-less'} file")
-    return _read_npz(path, source, want, model_dir, where)
+    else:
+        images = _read_npz(path, source, want, model_dir, where)
+    return replace(images, label=field)
 
 
 def image_batches(images: ImageSet, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
