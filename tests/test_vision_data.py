@@ -87,6 +87,21 @@ def test_without_a_processor_config_raw_images_get_vits_defaults(vision_data: Vi
     torch.testing.assert_close(npz.pixel_values, _vit_default(vision_data.folder_images), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("processor", [True, False])
+def test_raw_images_are_channels_last_even_when_three_pixels_tall(processor: bool, tmp_path: Path) -> None:
+    from transformers import ViTImageProcessor
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    if processor:
+        ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(model_dir)
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 20, 3), dtype=np.uint8)
+    np.savez(tmp_path / "tall.npz", images=images, labels=_labels())
+    got = load_images(ImageSource(path="tall.npz"), _settings(tmp_path), FIELD, model_dir, _config())
+    torch.testing.assert_close(got.pixel_values, _vit_default(images), atol=1e-5, rtol=0)
+    assert torch.equal(got.labels, torch.from_numpy(_labels()))
+
+
 def test_batches_cover_the_set_in_order_and_the_fingerprint_sees_every_value(vision_data: VisionData) -> None:
     train = _load(vision_data, vision_data.train_rel)
     batches = list(image_batches(train, 64 + 7))

@@ -122,7 +122,8 @@ class _Preprocessor:
 
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:
         if self.processor is not None:
-            out = self.processor(images=images, return_tensors="pt")["pixel_values"]
+            # channels_last always: a (3, W, 3) image would otherwise be read as channels-first
+            out = self.processor(images=images, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
             return torch.as_tensor(out).float()
         return torch.stack([self._default(img) for img in images])
 
