@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.summation import SUM_SEGMENTS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CURVEDIT_", env_file=".env", extra="ignore")
@@ -58,9 +60,10 @@ class Settings(BaseSettings):
     collect_shards: int = Field(
         default=1,
         ge=1,
-        le=1024,
+        le=SUM_SEGMENTS,
         description="Split factor collection into this many RQ shard jobs (the sums are additive); "
-        "1 = the job collects alone. Needs the factor cache (it carries the partial sums).",
+        "1 = the job collects alone. Needs the factor cache (it carries the partial sums). At most "
+        f"{SUM_SEGMENTS}: a shard is whole summation segments, so any count gives the unsharded sums exactly.",
     )
 
     # --- Security and limits ---------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Sharded factor collection: the reduce of shard sums equals one pass over the whole corpus, and
-with two real workers a job's shards run on the other worker too (RQ jobs, cache as transport)."""
+"""Sharded factor collection: the reduce of shard sums equals one pass over the whole corpus bit
+for bit (the fixed summation tree of ``contract.summation``), and with two real workers a job's
+shards run on the other worker too (RQ jobs, cache as transport)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 
 from contract.settings import Settings
 from contract.store.jobs import JobStore
+from contract.summation import SUM_SEGMENTS, shard_segments
 from tests.test_pipeline_run import make_spec
 from tests.test_worker_e2e import spec as job_spec
 from tests.tiny_models import save_tiny
@@ -36,6 +39,7 @@ def test_sharded_sums_equal_one_pass_at_any_batch_size(tmp_path: Path, fisher: s
     )
     spec = make_spec(curvature={"fisher": fisher, "seed": 5}, edit={"layers": [1], "keep_mass": 0.8})
     cache = open_factor_cache(settings)
+    assert cache is not None
     rep = NullReporter()
     run_pipeline(spec, settings=settings, job_id="sharded", reporter=rep, cache=cache)
     assert any(msg.startswith("factor collection in 3 shards") for _, msg, _ in rep.events)
@@ -45,15 +49,17 @@ def test_sharded_sums_equal_one_pass_at_any_batch_size(tmp_path: Path, fisher: s
     texts = resolve_texts(spec.calibration, settings)
     inputs = curvature_inputs(spec, settings, loaded, texts)
     single = curvature_inputs(spec, settings.model_copy(update={"collect_shards": 1}), loaded, texts)
-    single.batch_size = 3  # one pass, another batch size: the same labels, so the same sums
+    single.batch_size = 3  # one pass, another batch size: the same labels, units and segments
     whole = collect_sums(loaded.model, targets, single, pack_calibration(single), progress=None, should_cancel=None)
     assert len(whole) == 3  # one shared A, two G
     for fid, (mat, count) in whole.items():
         assert inputs.key(fid, eig=False) == single.key(fid, eig=False)  # shards are not in the key
         merged = cache.get(inputs.key(fid, eig=False))
         assert merged is not None and int(merged["count"]) == count
-        assert float((merged["sum"].double() - mat.double()).norm() / mat.double().norm()) <= 1e-6, fid
-        assert all(cache.get(inputs.shard_key(fid, i)) is not None for i in range(3))
+        assert torch.equal(merged["sum"], mat), fid  # bit for bit, not just close
+        segments = [cache.get(inputs.segment_key(fid, s)) for s in range(SUM_SEGMENTS)]
+        assert all(seg is not None for seg in segments)  # the shards stored every segment
+        assert sum(int(seg["count"]) for seg in segments if seg is not None) == count
 
 
 @pytest.mark.slow
@@ -107,7 +113,7 @@ class _DeferringFanout:
 
 
 def test_parent_stops_instead_of_polling_and_continues_from_the_cache(tmp_path: Path) -> None:
-    from workers.pipeline.curvature_stage import shard_rows, store_shard
+    from workers.pipeline.curvature_stage import collect_shard, shard_rows
     from workers.shards import AwaitShards
 
     save_tiny(tmp_path / "models" / "tiny", "llama")
@@ -121,6 +127,7 @@ def test_parent_stops_instead_of_polling_and_continues_from_the_cache(tmp_path: 
     )
     spec = make_spec(curvature={"fisher": "sampled", "seed": 2}, edit={"layers": [1], "keep_mass": 0.8})
     cache = open_factor_cache(settings)
+    assert cache is not None
     fanout = _DeferringFanout(3)
     with pytest.raises(AwaitShards) as wait:
         run_pipeline(spec, settings=settings, job_id="defer", reporter=NullReporter(), cache=cache, fanout=fanout)
@@ -131,13 +138,12 @@ def test_parent_stops_instead_of_polling_and_continues_from_the_cache(tmp_path: 
     inputs = curvature_inputs(spec, settings, loaded, resolve_texts(spec.calibration, settings))
     ids = pack_calibration(inputs)
     fids = list(collect_sums(loaded.model, targets, inputs, ids[:1], progress=None, should_cancel=None))
-    assert all(cache.get(inputs.shard_key(fid, s)) is not None for fid in fids for s in (0, 1))  # kept
-    assert all(cache.get(inputs.shard_key(fid, 2)) is None for fid in fids)
-    span = shard_rows(ids.shape[0], 3, 2)  # what the other worker's shard job does
-    part = collect_sums(
-        loaded.model, targets, inputs, ids[span], first_sequence=span.start, progress=None, should_cancel=None
-    )
-    store_shard(cache, inputs, 2, part)
+    span, last = shard_rows(ids.shape[0], 3, 2), shard_segments(3, 2)  # shard 2 = segments 5..7
+    assert list(last) == [5, 6, 7] and 0 < span.start < span.stop == ids.shape[0]
+    assert all(cache.get(inputs.segment_key(fid, s)) is not None for fid in fids for s in range(5))  # kept
+    assert all(cache.get(inputs.segment_key(fid, s)) is None for fid in fids for s in last)
+    # what the other worker's shard job does
+    assert collect_shard(loaded.model, targets, inputs, ids, 2, cache=cache, should_cancel=None) == {}
     fanout.finished = True
     fanout.stolen.clear()
     rep = NullReporter()
@@ -148,7 +154,7 @@ def test_parent_stops_instead_of_polling_and_continues_from_the_cache(tmp_path: 
     for fid, (mat, count) in whole.items():
         merged = cache.get(inputs.key(fid, eig=False))
         assert merged is not None and int(merged["count"]) == count
-        assert float((merged["sum"].double() - mat.double()).norm() / mat.double().norm()) <= 1e-6, fid
+        assert torch.equal(merged["sum"], mat), fid  # the continuation's reduce: the same bits
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 
 ``RQShardFanout`` (used by the job when ``settings.collect_shards > 1``) enqueues one RQ job per
 shard missing from the factor cache, ``workers.shards.run_shard_job(job_id, shard, shards,
-targets)``. A shard job loads the same model and corpus, collects the sums of its rows and writes
-them to the factor cache as a shard entry; the parent job adds the shards up (the reduce). The
+targets)``. A shard job loads the same model and corpus, collects its rows -- whole summation
+segments (``contract.summation``) -- and writes each segment's sums to the factor cache as it
+completes; the parent job adds all segments up in segment order (the reduce). The
 parent takes back (``steal``) any shard no worker has started and collects it itself, so a job
 never waits on a queue nobody serves. A shard job stops when its parent is cancelled or finished.
 The fan-out ``defers``: when only shards running on other workers are left, the parent gives its
@@ -109,13 +110,7 @@ def _run_shard(
 ) -> dict[str, Any]:
     from workers.cache import open_factor_cache
     from workers.curvature import resolve_targets
-    from workers.pipeline.curvature_stage import (
-        collect_sums,
-        curvature_inputs,
-        pack_calibration,
-        shard_rows,
-        store_shard,
-    )
+    from workers.pipeline.curvature_stage import collect_shard, curvature_inputs, pack_calibration, shard_rows
     from workers.pipeline.loading import load_model
     from workers.pipeline.reporting import JobCancelled
     from workers.pipeline.sources import resolve_texts
@@ -137,21 +132,21 @@ def _run_shard(
     images = job_images(spec, settings, loaded, None)
     inputs = curvature_inputs(spec, settings, loaded, texts, images)
     ids = pack_calibration(inputs)
-    span = shard_rows(ids.shape[0], shards, shard)
-    rows = ids[span]
+    rows = ids[shard_rows(ids.shape[0], shards, shard)]
     try:
-        sums = collect_sums(
+        kept = collect_shard(  # each of the shard's segments goes to the cache as it completes
             loaded.model,
             chosen,
             inputs,
-            rows,
-            first_sequence=span.start,  # sampled labels are keyed by the row of the whole stream
-            progress=None,
+            ids,
+            shard,
+            cache=cache,
             should_cancel=lambda: store.cancel_requested(job_id) or store.status(job_id) in TERMINAL_STATUSES,
         )
     except JobCancelled:
         return {"job_id": job_id, "shard": shard, "skipped": True}
-    store_shard(cache, inputs, shard, sums)
+    if kept:  # the parent finds them missing and collects the shard itself
+        log.warning("factor cache refused %d segment(s) of shard %d/%d of %s", len(kept), shard + 1, shards, job_id)
     worker = os.environ.get("RQ_WORKER_ID", "")
     store.append_event(
         job_id,

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.summation import ROWS_PER_UNIT, segment_bounds, segment_of_row
 from workers.curvature.cancellation import JobCancelled
 from workers.curvature.heads import split_body_and_head
 from workers.curvature.labels import counter_uniforms, inverse_cdf
@@ -116,6 +117,10 @@ def merge_factors(parts: Iterable[Mapping[str, KFACFactors]]) -> dict[str, KFACF
     return merged
 
 
+SegmentSink = Callable[[int, dict[str, "KFACFactors"]], None]
+"""Receives (segment index, that segment's sums per target); the tensors are reused afterwards."""
+
+
 def valid_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Bool (B, T): positions that are real tokens and have a real next token."""
     m = attention_mask.bool()
@@ -125,33 +130,68 @@ def valid_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class _Collector:
-    """Hooks and accumulators for one ``collect_factors`` call."""
+    """Hooks and accumulators for one ``collect_factors`` call.
+
+    The hooks stash a batch's valid input rows (``on_input``) and output-gradient rows
+    (``on_output_grad``); ``finish_batch`` cuts them into units (``contract.summation``) and adds
+    each complete unit to the segment accumulators ``A`` / ``G`` with one product; a finished
+    segment goes to ``on_segment`` (if given) or is added to the totals."""
 
     def __init__(
-        self, model: nn.Module, targets: list[EditTarget], precision: Precision, *, allocate: bool = True
+        self,
+        model: nn.Module,
+        targets: list[EditTarget],
+        precision: Precision,
+        *,
+        allocate: bool = True,
+        stream_rows: int | None = None,
+        on_segment: SegmentSink | None = None,
     ) -> None:
         self.targets = targets
         self.precision = precision
-        self.A: dict[str, torch.Tensor] = {}
+        self.A: dict[str, torch.Tensor] = {}  # the current segment's sums
         self.G: dict[str, torch.Tensor] = {}
         for t in targets if allocate else []:  # a subclass with other accumulators skips A and G
             dev = module_weight(t.module(model)).device
             if t.input_key not in self.A:
                 self.A[t.input_key] = torch.zeros(t.in_features, t.in_features, dtype=torch.float32, device=dev)
             self.G[t.name] = torch.zeros(t.out_features, t.out_features, dtype=torch.float32, device=dev)
+        self.total_A: dict[str, torch.Tensor] = {}  # sums of the finished segments (no sink)
+        self.total_G: dict[str, torch.Tensor] = {}
+        self.total_count = 0
+        self.bounds = None if stream_rows is None else segment_bounds(stream_rows)
+        self.on_segment = on_segment
         self.valid: torch.Tensor | None = None
         self.rows_seen = 0  # token rows of the current batch (image batches count them in the hooks)
         self._valid_on: dict[torch.device, torch.Tensor] = {}
         self._a_done: set[str] = set()
         self.outputs: list[tuple[str, torch.Tensor]] = []
+        self._first_row = 0
+        self._n_rows = 0
+        self._a_batch: dict[str, torch.Tensor] = {}  # this batch's rows, per input key
+        self._g_batch: dict[str, list[torch.Tensor]] = {}  # per target: (k N, out) per backward
+        self._alpha = 1.0
+        self._unit: int | None = None  # the unit being gathered and its pieces
+        self._unit_a: dict[str, list[torch.Tensor]] = {}
+        self._unit_g: dict[str, list[torch.Tensor]] = {}  # (S, n, out) pieces
+        self._unit_count = 0
+        self._segment: int | None = None  # the segment the accumulators hold
+        self._segment_count = 0
 
-    def start_batch(self, valid: torch.Tensor | None) -> None:
-        """``valid`` (B, T) selects the token positions; ``None``: every position (image models)."""
+    def start_batch(self, valid: torch.Tensor | None, *, first_row: int = 0, n_rows: int | None = None) -> None:
+        """``valid`` (B, T) selects the token positions; ``None``: every position (image models,
+        which pass ``n_rows``, the number of images). ``first_row``: the stream index of row 0."""
+        if valid is None and n_rows is None:
+            raise ValueError("expected n_rows (the batch's examples) when every position is valid")
         self.valid = valid
         self._valid_on = {} if valid is None else {valid.device: valid}
         self._a_done = set()
         self.outputs = []
         self.rows_seen = 0
+        self._first_row = first_row
+        self._n_rows = int(valid.shape[0]) if valid is not None else int(n_rows or 0)
+        self._a_batch = {}
+        self._g_batch = {}
 
     def valid_on(self, device: torch.device) -> torch.Tensor:
         assert self.valid is not None
@@ -187,13 +227,14 @@ class _Collector:
         return forward_hook
 
     def on_input(self, target: EditTarget, a: torch.Tensor) -> None:
-        """The valid input rows (N, in) of ``target`` (once per input key and batch): ``A += a^T a``."""
-        accumulate_outer(self.A[target.input_key], a, self.precision)
+        """The valid input rows (N, in) of ``target`` (once per input key and batch), row-major."""
+        self._a_batch[target.input_key] = a
 
     def on_output_grad(self, name: str, g: torch.Tensor, alpha: float) -> None:
         """Output-gradient rows of target ``name``: (N, out), or (k N, out) sample-major for k
-        batched samples. ``G += alpha g^T g``."""
-        accumulate_outer(self.G[name], g, self.precision, alpha=alpha)
+        batched samples; each sample's ``g g^T`` is weighted ``alpha``."""
+        self._g_batch.setdefault(name, []).append(g)
+        self._alpha = alpha
 
     def accumulate_g(self, root: torch.Tensor, grad_root: torch.Tensor, *, alpha: float, retain: bool) -> None:
         """Backward from ``root`` (seeded with ``grad_root``) to the targets' outputs; ``G += alpha g g^T``."""
@@ -229,9 +270,130 @@ class _Collector:
 
     def finish_batch(self) -> None:
         self.outputs = []
+        if self._a_batch or self._g_batch:
+            self._route_units()
+        self._a_batch = {}
+        self._g_batch = {}
+
+    def _row_offsets(self, n: int) -> list[int]:
+        """Offsets of each batch row's first position among ``n`` row-major positions."""
+        b = self._n_rows
+        if self.valid is not None:
+            counts = self.valid.sum(dim=1).tolist()
+        else:  # images: every example has the same number of positions
+            if b == 0 or n % b:
+                raise ValueError(f"expected activation rows a multiple of the {b} images, got {n}")
+            counts = [n // b] * b
+        offsets = [0]
+        for c in counts:
+            offsets.append(offsets[-1] + int(c))
+        if offsets[-1] != n:
+            raise ValueError(f"expected {offsets[-1]} activation rows for the batch, got {n}")
+        return offsets
+
+    def _route_units(self) -> None:
+        """Cut this batch's rows into units; gather pieces of the open unit; flush complete units."""
+        r0, b = self._first_row, self._n_rows
+        a_off = {key: self._row_offsets(a.shape[0]) for key, a in self._a_batch.items()}
+        key_of = {t.name: t.input_key for t in self.targets}
+        g3: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
+        for name, parts in self._g_batch.items():
+            n = self._a_batch[key_of[name]].shape[0]
+            g3[name] = (a_off[key_of[name]], [p.view(-1, n, p.shape[-1]) for p in parts])
+        counts = (
+            self._row_offsets(int(self.valid.sum()))
+            if self.valid is not None
+            else self._row_offsets(self._n_rows * max(a.shape[0] // self._n_rows for a in self._a_batch.values()))
+        )
+        for u in range(r0 // ROWS_PER_UNIT, (r0 + b - 1) // ROWS_PER_UNIT + 1):
+            lo = max(u * ROWS_PER_UNIT, r0) - r0
+            hi = min((u + 1) * ROWS_PER_UNIT, r0 + b) - r0
+            if self._unit is not None and self._unit != u:
+                self._flush_unit()
+            self._unit = u
+            for key, a in self._a_batch.items():
+                p0, p1 = a_off[key][lo], a_off[key][hi]
+                if p1 > p0:
+                    self._unit_a.setdefault(key, []).append(a[p0:p1])
+            for name, (off, parts) in g3.items():
+                p0, p1 = off[lo], off[hi]
+                if p1 > p0:
+                    piece = parts[0][:, p0:p1] if len(parts) == 1 else torch.cat([x[:, p0:p1] for x in parts])
+                    self._unit_g.setdefault(name, []).append(piece)
+            self._unit_count += counts[hi] - counts[lo]
+            if (u + 1) * ROWS_PER_UNIT <= r0 + b:  # the unit's rows are all in: add it now
+                self._flush_unit()
+
+    def _flush_unit(self) -> None:
+        """Add the gathered unit: one product per factor over its positions in row order
+        (sample-major for ``G``), always on a fresh contiguous copy."""
+        assert self._unit is not None
+        row = self._unit * ROWS_PER_UNIT
+        seg = 0
+        if self.bounds is not None:
+            if row >= self.bounds[-1]:
+                raise ValueError(f"calibration row {row} is beyond the stream's {self.bounds[-1]} rows")
+            seg = segment_of_row(self.bounds, row)
+        if self._segment is not None and seg != self._segment:
+            self._close_segment()
+        self._segment = seg
+        for key, pieces in self._unit_a.items():
+            accumulate_outer(self.A[key], torch.cat(pieces), self.precision)
+        for name, pieces in self._unit_g.items():
+            g = torch.cat(pieces, dim=1)
+            accumulate_outer(self.G[name], g.reshape(-1, g.shape[-1]), self.precision, alpha=self._alpha)
+        self._segment_count += self._unit_count
+        self._unit = None
+        self._unit_a = {}
+        self._unit_g = {}
+        self._unit_count = 0
+
+    def _close_segment(self, last: bool = False) -> None:
+        """Hand the finished segment's sums on and zero them (a segment without positions is
+        skipped). Totals: the first segment's accumulator becomes the total (``last``: no new one)."""
+        seg, count = self._segment, self._segment_count
+        self._segment = None
+        self._segment_count = 0
+        if seg is None or count == 0:
+            return
+        self.total_count += count
+        if self.on_segment is not None:
+            self.on_segment(seg, self.segment_factors(count))
+            if not last:
+                for acc in (*self.A.values(), *self.G.values()):
+                    acc.zero_()
+            return
+        for totals, accs in ((self.total_A, self.A), (self.total_G, self.G)):
+            for key, acc in accs.items():
+                if key in totals:
+                    totals[key] += acc
+                    if not last:
+                        acc.zero_()
+                else:
+                    totals[key] = acc
+                    if not last:
+                        accs[key] = torch.zeros_like(acc)
+
+    def segment_factors(self, count: int) -> dict[str, KFACFactors]:
+        """The current segment's sums per target (views of the accumulators: copy what you keep)."""
+        return {t.name: KFACFactors(self.A[t.input_key], self.G[t.name], count) for t in self.targets}
+
+    def finish(self) -> None:
+        """After the last batch: add the open unit and close the open segment."""
+        if self._unit is not None:
+            self._flush_unit()
+        self._close_segment(last=True)
 
     def result(self, count: int) -> dict[str, KFACFactors]:
-        return {t.name: KFACFactors(self.A[t.input_key], self.G[t.name], count) for t in self.targets}
+        """The totals (every segment added in order), or zeros when nothing was collected; with
+        ``on_segment`` nothing (the segments went there)."""
+        if count != self.total_count:
+            raise RuntimeError(f"expected {count} positions in the segment sums, got {self.total_count}")
+        if self.on_segment is not None:
+            return {}
+        a = {k: self.total_A.get(k, torch.zeros_like(v)) for k, v in self.A.items()}
+        g = {k: self.total_G.get(k, torch.zeros_like(v)) for k, v in self.G.items()}
+        return {t.name: KFACFactors(a[t.input_key], g[t.name], count) for t in self.targets}
 
 
 def _input_device(model: nn.Module) -> torch.device:
@@ -280,6 +442,7 @@ def collect_factors(
     precision: Precision = "fp32",
     logits_chunk: int = DEFAULT_LOGITS_CHUNK,
     first_sequence: int = 0,
+    stream_rows: int | None = None,
     total_tokens: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
@@ -292,7 +455,52 @@ def collect_factors(
     sum, ``total_tokens``) after each batch; ``should_cancel`` is checked before each batch and
     raises ``JobCancelled`` when true. The model is run in eval mode with frozen parameters; both
     are restored afterwards.
+
+    ``stream_rows`` (the rows of the whole calibration stream) sets the summation segments
+    (``contract.summation``); the result is the sum of the segments the batches touch, in order.
+    ``None``: one segment. Pass it whenever the result must equal a sharded run bit for bit.
     """
+    opts = _options(targets, fisher, seed, samples, precision, logits_chunk, first_sequence, stream_rows)
+    with torch.inference_mode(False):  # callers may run under inference_mode; we need autograd
+        collector = _Collector(model, targets, opts.precision, stream_rows=stream_rows)
+        return _collect(model, batches, targets, opts, first_sequence, total_tokens, progress, should_cancel, collector)
+
+
+def collect_segment_factors(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    targets: list[EditTarget],
+    fisher: Fisher = "sampled",
+    *,
+    stream_rows: int,
+    on_segment: SegmentSink,
+    seed: int = 0,
+    samples: int = 1,
+    precision: Precision = "fp32",
+    logits_chunk: int = DEFAULT_LOGITS_CHUNK,
+    first_sequence: int = 0,
+    should_cancel: Callable[[], bool] | None = None,
+) -> int:
+    """Like ``collect_factors`` for a shard: each summation segment's sums go to ``on_segment``
+    as soon as the segment is complete (segments without positions are not reported), so only
+    one segment accumulator per factor exists. Returns the positions collected."""
+    opts = _options(targets, fisher, seed, samples, precision, logits_chunk, first_sequence, stream_rows)
+    with torch.inference_mode(False):
+        collector = _Collector(model, targets, opts.precision, stream_rows=stream_rows, on_segment=on_segment)
+        _collect(model, batches, targets, opts, first_sequence, None, None, should_cancel, collector)
+    return collector.total_count
+
+
+def _options(
+    targets: list[EditTarget],
+    fisher: Fisher,
+    seed: int,
+    samples: int,
+    precision: Precision,
+    logits_chunk: int,
+    first_sequence: int,
+    stream_rows: int | None,
+) -> CollectOptions:
     opts = CollectOptions(fisher=fisher, seed=seed, samples=samples, precision=precision, logits_chunk=logits_chunk)
     if not targets:
         raise ValueError("expected at least one target")
@@ -301,9 +509,9 @@ def collect_factors(
         raise ValueError(f"duplicate targets in {names}")
     if first_sequence < 0:
         raise ValueError(f"expected first_sequence >= 0, got {first_sequence}")
-
-    with torch.inference_mode(False):  # callers may run under inference_mode; we need autograd
-        return _collect(model, batches, targets, opts, first_sequence, total_tokens, progress, should_cancel)
+    if stream_rows is not None and stream_rows < 0:
+        raise ValueError(f"expected stream_rows >= 0, got {stream_rows}")
+    return opts
 
 
 def _labels_and_feature_grads(
@@ -312,16 +520,21 @@ def _labels_and_feature_grads(
     opts: CollectOptions,
     uniforms: torch.Tensor | None,
     next_tokens: torch.Tensor | None,
+    row_counts: list[int] | None = None,
 ) -> list[torch.Tensor]:
-    """d(sum of token losses)/d feats, one (N, F) tensor per sample, computed ``logits_chunk`` rows at a time.
+    """d(sum of token losses)/d feats, one (N, F) tensor per sample, computed chunk by chunk.
 
     ``feats`` are the final hidden states at the valid positions (``head`` maps them to logits)
-    or, with ``head=None``, the logits themselves."""
+    or, with ``head=None``, the logits themselves. With ``row_counts`` (valid positions per
+    sequence, row-major) a chunk never spans two sequences: sequence by sequence, at most
+    ``logits_chunk`` of its positions at a time, each on a fresh copy -- so the head's matrix
+    products see the same shapes and the same rows whatever the batch (their per-row results
+    depend on the number of rows). Without it (image logits: only row-wise ops follow),
+    ``logits_chunk`` rows at a time."""
     n = feats.shape[0]
     grads = [torch.empty_like(feats) for _ in range(opts.samples)]
-    for start in range(0, n, opts.logits_chunk):
-        rows = slice(start, start + opts.logits_chunk)
-        leaf = feats[rows].detach().requires_grad_(True)
+    for rows in _chunks(n, opts.logits_chunk, row_counts):
+        leaf = feats[rows].detach().clone().requires_grad_(True)
         logits = (head(leaf) if head is not None else leaf).float()
         if uniforms is not None:
             labels = inverse_cdf(logits.detach(), uniforms[rows])
@@ -334,6 +547,20 @@ def _labels_and_feature_grads(
             grads[s][rows] = g.to(feats.dtype)
         del logits, leaf
     return grads
+
+
+def _chunks(n: int, chunk: int, row_counts: list[int] | None) -> list[slice]:
+    """Position slices of ``_labels_and_feature_grads`` (see there)."""
+    if row_counts is None:
+        return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    if sum(row_counts) != n:
+        raise ValueError(f"expected row counts summing to {n} positions, got {sum(row_counts)}")
+    out: list[slice] = []
+    start = 0
+    for count in row_counts:
+        out.extend(slice(start + j, start + min(j + chunk, count)) for j in range(0, count, chunk))
+        start += count
+    return out
 
 
 SAMPLE_GROUP = 8  # samples per vmapped backward: k x the targets' output gradients in memory at once
@@ -378,7 +605,7 @@ def _image_batch(
     pixels = batch["pixel_values"].to(device=device, dtype=dtype).clone()
     if pixels.dim() != 4:
         raise ValueError(f"expected pixel_values of shape (B, C, H, W), got {tuple(pixels.shape)}")
-    collector.start_batch(None)
+    collector.start_batch(None, first_row=first_row, n_rows=int(pixels.shape[0]))
     logits = model(pixel_values=pixels).logits
     n = logits.shape[0]
     uniforms = next_labels = None
@@ -441,13 +668,14 @@ def _collect(
                         f"expected input_ids and attention_mask of one shape (B, T), "
                         f"got {tuple(input_ids.shape)} and {tuple(mask.shape)}"
                     )
-                rows = torch.arange(next_row, next_row + input_ids.shape[0], device=in_device)
+                first = next_row
+                rows = torch.arange(first, first + input_ids.shape[0], device=in_device)
                 next_row += input_ids.shape[0]
                 valid = valid_positions(mask)
                 n_valid = int(valid.sum())
                 tokens_done += int(mask.sum())
                 if n_valid > 0:
-                    collector.start_batch(valid)
+                    collector.start_batch(valid, first_row=first, n_rows=int(input_ids.shape[0]))
                     kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
                     if split is not None:
                         out = split.body(**kwargs).last_hidden_state
@@ -465,13 +693,15 @@ def _collect(
                         nxt = torch.zeros_like(input_ids)
                         nxt[:, :-1] = input_ids[:, 1:]
                         next_tokens = nxt.to(out.device)[v]
-                    feat_grads = _labels_and_feature_grads(feats, head, opts, uniforms, next_tokens)
+                    row_counts = valid.sum(dim=1).tolist() if head is not None else None
+                    feat_grads = _labels_and_feature_grads(feats, head, opts, uniforms, next_tokens, row_counts)
                     _backward_samples(collector, feats, feat_grads)
                     collector.finish_batch()
                     count += n_valid
                     del out, feats, feat_grads
                 if progress is not None:
                     progress(tokens_done, total_tokens)
+        collector.finish()
     finally:
         for h in handles:
             h.remove()

@@ -6,11 +6,22 @@ collected — in one pass over the calibration stream for exactly the targets th
 sums and eigenbases are written back. A job on the same model and corpus with another
 ``keep_mass`` therefore skips both ``collect_factors`` and ``eigendecompose``.
 
-With ``settings.collect_shards = k > 1`` the packed calibration rows are split into ``k`` shards.
-Each shard's sums are a cache entry of their own (the cache carries them between machines); shards
-missing from the cache are offered to other workers through a ``ShardFanout`` (RQ jobs, see
-``workers.shards``) and the job itself collects every shard nobody has started yet, so it finishes
-even with no other worker. The shard sums are then added (the reduce) and cached as the full sums.
+Summation rule (exact: one run, any batch size and any sharding give bit-identical sums on CPU):
+the calibration stream of ``n`` rows (packed sequences or images) is cut into units of
+``ROWS_PER_UNIT`` rows and ``SUM_SEGMENTS`` segments of whole units (``contract.summation``). A
+unit adds to its factor with one product over its positions in row order; a segment's sum starts
+from zero and adds its units in order; the total is the first non-empty segment's sum plus the
+following non-empty ones, in segment order (``workers.curvature.factors``). The unsharded pass
+(``collect_sums``) does exactly that.
+
+With ``settings.collect_shards = k > 1`` (at most ``SUM_SEGMENTS``) shard ``i`` is a contiguous
+run of whole segments (``shard_rows``). A shard stores each of its segments' sums as a cache
+entry of its own as soon as the segment is complete (``segment_key``: the segment index, not the
+shard, is in the key, so the entries serve any shard count); shards missing from the cache are
+offered to other workers through a ``ShardFanout`` (RQ jobs, see ``workers.shards``) and the job
+itself collects every shard nobody has started yet, so it finishes even with no other worker.
+The reduce then adds ALL segment sums in segment order -- never in completion order -- and caches
+the total. A segment whose entry is gone by then (evicted) is recollected with its shard.
 When every shard left is running on another worker, a fan-out that ``defers`` (the RQ one) makes
 the job raise ``AwaitShards`` instead of waiting: the job gives its worker back and runs again as
 a continuation once those shards finish (``workers.rq_job``), finding every shard in the cache.
@@ -29,10 +40,12 @@ import torch
 
 from contract.settings import Settings
 from contract.spec import EditJobSpec
+from contract.summation import SUM_ORDER, SUM_SEGMENTS, shard_segments, shard_span
 from workers.cache import CacheKey, FactorCache
 from workers.cache.keys import EntryKind
 from workers.curvature import EditTarget, Eigen, collect_factors, eigendecompose, pack_texts
 from workers.curvature.factor_stats import MIN_TOKENS_PER_DIM, factor_statistics, few_tokens
+from workers.curvature.factors import KFACFactors, collect_segment_factors
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.fingerprint import combine, digest_memo_path, fingerprint_model_dir, fingerprint_texts
 from workers.pipeline.image_rows import CalibrationRows, ImageRows, calibration_batches
@@ -76,6 +89,7 @@ class CurvatureInputs:
             "seq_len": self.seq_len,
             "accumulator_dtype": "float32",
             "precision": self.precision,
+            "sum_order": SUM_ORDER,  # the fixed summation tree (contract.summation)
         }
         if kind == "G":  # A is a forward-only statistic: the label distribution does not touch it
             args.update(fisher=self.fisher, seed=self.seed)
@@ -83,9 +97,10 @@ class CurvatureInputs:
                 args.update(labels="counter-v1", samples=self.samples)
         return args
 
-    def shard_key(self, fid: FactorId, shard: int) -> CacheKey:
+    def segment_key(self, fid: FactorId, segment: int) -> CacheKey:
+        """The sums of one summation segment (what shards store; independent of the shard count)."""
         base = self.key(fid, eig=False)
-        args = {**base.args, "shard": shard, "shards": self.shards}  # shard i of k: its rows depend on k
+        args = {**base.args, "segment": segment, "segments": SUM_SEGMENTS}
         return CacheKey(kind=base.kind, module=base.module, args=args, model=base.model)
 
     def key(self, fid: FactorId, eig: bool) -> CacheKey:
@@ -185,8 +200,39 @@ def pack_calibration(inputs: CurvatureInputs) -> CalibrationRows:
 
 
 def shard_rows(n_seq: int, shards: int, shard: int) -> slice:
-    """Rows of the packed calibration tensor that belong to ``shard`` (contiguous, near-equal)."""
-    return slice(n_seq * shard // shards, n_seq * (shard + 1) // shards)
+    """Rows of the calibration stream that belong to ``shard``: its whole summation segments."""
+    start, stop = shard_span(n_seq, shards, shard)
+    return slice(start, stop)
+
+
+Sums = dict[FactorId, tuple[torch.Tensor, int]]
+
+
+def _by_factor(targets: list[EditTarget], factors: dict[str, KFACFactors]) -> Sums:
+    out: Sums = {}
+    for t in targets:
+        f = factors[t.name]
+        out.setdefault(("A", t.input_key), (f.A_sum, int(f.count)))
+        out[("G", t.name)] = (f.G_sum, int(f.count))
+    return out
+
+
+def _collect_args(inputs: CurvatureInputs) -> dict[str, Any]:
+    return {
+        "fisher": inputs.fisher,
+        "seed": inputs.seed,
+        "samples": inputs.samples,
+        "precision": inputs.precision,
+        "logits_chunk": inputs.logits_chunk,
+    }
+
+
+def _zeros(targets: list[EditTarget]) -> Sums:
+    out: Sums = {}
+    for t in targets:
+        out.setdefault(("A", t.input_key), (torch.zeros(t.in_features, t.in_features), 0))
+        out[("G", t.name)] = (torch.zeros(t.out_features, t.out_features), 0)
+    return out
 
 
 def collect_sums(
@@ -195,48 +241,78 @@ def collect_sums(
     inputs: CurvatureInputs,
     ids: CalibrationRows,
     *,
-    first_sequence: int = 0,
     progress: Callable[[int, int | None], None] | None,
     should_cancel: Callable[[], bool] | None,
-) -> dict[FactorId, tuple[torch.Tensor, int]]:
-    """K-FAC sums of ``targets`` over the rows ``ids`` (one pass), keyed by factor id.
-
-    ``ids`` are rows ``first_sequence, first_sequence + 1, ...`` of the packed calibration stream
-    (the sampled labels are keyed by that row index, so a shard passes its first row)."""
-    out: dict[FactorId, tuple[torch.Tensor, int]] = {}
+) -> Sums:
+    """K-FAC sums of ``targets`` over the whole calibration stream ``ids`` (one pass), keyed by
+    factor id, added by the summation rule (the stream's segments, in order)."""
     if ids.shape[0] == 0:
-        for t in targets:
-            out.setdefault(("A", t.input_key), (torch.zeros(t.in_features, t.in_features), 0))
-            out[("G", t.name)] = (torch.zeros(t.out_features, t.out_features), 0)
-        return out
+        return _zeros(targets)
     factors = collect_factors(
         model,
         calibration_batches(ids, inputs.batch_size),
         targets,
-        inputs.fisher,  # type: ignore[arg-type]
-        seed=inputs.seed,
-        samples=inputs.samples,
-        precision=inputs.precision,  # type: ignore[arg-type]
-        logits_chunk=inputs.logits_chunk,
-        first_sequence=first_sequence,
+        **_collect_args(inputs),
+        stream_rows=int(ids.shape[0]),
         total_tokens=int(ids.numel()),
         progress=progress,
         should_cancel=should_cancel,
     )
-    for t in targets:
-        f = factors[t.name]
-        out.setdefault(("A", t.input_key), (f.A_sum, int(f.count)))
-        out[("G", t.name)] = (f.G_sum, int(f.count))
-    return out
+    return _by_factor(targets, factors)
 
 
 def _entry(mat: torch.Tensor, count: int) -> dict[str, torch.Tensor]:
     return {"sum": mat, "count": torch.tensor(int(count), dtype=torch.int64)}
 
 
-def store_shard(cache: FactorCache, inputs: CurvatureInputs, shard: int, sums: dict[FactorId, Any]) -> None:
+def store_segment(cache: FactorCache, inputs: CurvatureInputs, segment: int, sums: Sums) -> bool:
+    """Store one segment's sums (a segment without positions as count 0 and an empty sum);
+    False when the cache did not take every entry."""
+    ok = True
     for fid, (mat, count) in sums.items():
-        cache.put(inputs.shard_key(fid, shard), _entry(mat, count))
+        ok = cache.put(inputs.segment_key(fid, segment), _entry(mat if count else torch.zeros(0), count)) and ok
+    return ok
+
+
+def collect_shard(
+    model: Any,
+    targets: list[EditTarget],
+    inputs: CurvatureInputs,
+    ids: CalibrationRows,
+    shard: int,
+    *,
+    cache: FactorCache,
+    should_cancel: Callable[[], bool] | None,
+) -> dict[int, Sums]:
+    """Collect shard ``shard`` of ``inputs.shards`` of the calibration stream ``ids`` (all of its
+    rows), storing each of the shard's segments in the cache as soon as it is complete (one
+    segment accumulator per factor). Returns the segments the cache did not take (kept here)."""
+    span = shard_rows(int(ids.shape[0]), inputs.shards, shard)
+    kept: dict[int, Sums] = {}
+    seen: set[int] = set()
+
+    def sink(segment: int, factors: dict[str, KFACFactors]) -> None:
+        part = _by_factor(targets, factors)
+        seen.add(segment)
+        if not store_segment(cache, inputs, segment, part):
+            kept[segment] = {fid: (mat.clone(), count) for fid, (mat, count) in part.items()}
+
+    if span.stop > span.start:
+        collect_segment_factors(
+            model,
+            calibration_batches(ids[span], inputs.batch_size),
+            targets,
+            **_collect_args(inputs),
+            stream_rows=int(ids.shape[0]),
+            first_sequence=span.start,  # units, segments and sampled labels go by the stream row
+            on_segment=sink,
+            should_cancel=should_cancel,
+        )
+    empty: Sums = {fid: (torch.zeros(0), 0) for fid in _zeros(targets)}
+    for segment in shard_segments(inputs.shards, shard):
+        if segment not in seen and not store_segment(cache, inputs, segment, empty):
+            kept[segment] = empty
+    return kept
 
 
 def _collect_sharded(
@@ -249,52 +325,35 @@ def _collect_sharded(
     cache: FactorCache,
     fanout: ShardFanout | None,
     reporter: Reporter,
-) -> dict[FactorId, tuple[torch.Tensor, int]]:
-    """Sums over all shards: cached shards, shards other workers collect, and the rest here."""
+) -> Sums:
+    """Sums over all shards (cached shards, shards other workers collect, and the rest here),
+    reduced segment by segment in segment order."""
     k = inputs.shards
-    acc: dict[FactorId, tuple[torch.Tensor, int]] = {}
+    n_seq = int(ids.shape[0])
     done: set[int] = set()
+    kept: dict[int, dict[int, Sums]] = {}  # shard -> its segments the cache did not take
 
-    def add(shard: int, part: dict[FactorId, tuple[torch.Tensor, int]]) -> None:
-        for fid in need:
-            mat, count = part[fid]
-            if fid in acc:
-                prev, n = acc[fid]
-                acc[fid] = (prev + mat.to(prev.device), n + count)
-            else:
-                acc[fid] = (mat.clone(), count)
+    def mark(shard: int) -> None:
         done.add(shard)
-        rows = sum(shard_rows(ids.shape[0], k, i).stop - shard_rows(ids.shape[0], k, i).start for i in done)
+        rows = sum(shard_rows(n_seq, k, i).stop - shard_rows(n_seq, k, i).start for i in done)
         total = int(ids.numel())
         reporter.progress(len(done) / k, tokens_done=rows * int(ids.shape[1]), tokens_total=total)
 
-    def cached(shard: int) -> dict[FactorId, tuple[torch.Tensor, int]] | None:
-        part = {}
-        for fid in need:
-            got = cache.get(inputs.shard_key(fid, shard))
-            if got is None:
-                return None
-            part[fid] = (got["sum"], int(got["count"]))
-        return part
+    def stored() -> set[str]:
+        return {str(e.get("key")) for e in cache.entries()}
+
+    def cached(shard: int, have: set[str]) -> bool:
+        keys = (inputs.segment_key(fid, s) for s in shard_segments(k, shard) for fid in need)
+        return all(key.digest in have for key in keys)
 
     def collect_here(shard: int) -> None:
-        rows = shard_rows(ids.shape[0], k, shard)
-        part = collect_sums(
-            model,
-            targets,
-            inputs,
-            ids[rows],
-            first_sequence=rows.start,
-            progress=None,
-            should_cancel=reporter.cancelled,
-        )
-        store_shard(cache, inputs, shard, part)
-        add(shard, part)
+        kept[shard] = collect_shard(model, targets, inputs, ids, shard, cache=cache, should_cancel=reporter.cancelled)
+        mark(shard)
 
+    have = stored()
     for shard in range(k):
-        part = cached(shard)
-        if part is not None:
-            add(shard, part)
+        if cached(shard, have):
+            mark(shard)
     names = [t.name for t in targets]
     handles = {s: fanout.submit(s, k, names) for s in range(k) if s not in done} if fanout else {}
     reporter.event(
@@ -314,11 +373,10 @@ def _collect_sharded(
                 break
             state = fanout.state(handle) if fanout else "failed"
             if state == "done":
-                part = cached(shard)
-                if part is None:
-                    collect_here(shard)
+                if cached(shard, stored()):
+                    mark(shard)
                 else:
-                    add(shard, part)
+                    collect_here(shard)
                 progressed = True
             elif state == "failed" or (state == "pending" and fanout is not None and fanout.steal(handle)):
                 collect_here(shard)
@@ -329,7 +387,70 @@ def _collect_sharded(
                 running = [handles[s] for s in sorted(set(range(k)) - done)]
                 raise AwaitShards(running, len(done), k)  # every shard here is stored in the cache
             time.sleep(0.25)
+    return _reduce_segments(model, targets, need, inputs, ids, cache=cache, kept=kept, reporter=reporter)
+
+
+def _reduce_segments(
+    model: Any,
+    targets: list[EditTarget],
+    need: list[FactorId],
+    inputs: CurvatureInputs,
+    ids: CalibrationRows,
+    *,
+    cache: FactorCache,
+    kept: dict[int, dict[int, Sums]],
+    reporter: Reporter,
+) -> Sums:
+    """Add every segment's sums in segment order: the first non-empty one is the start and
+    segments without positions are skipped -- the additions of the unsharded pass, so its bits."""
+    acc: Sums = {}
+    for shard in range(inputs.shards):
+        for segment in shard_segments(inputs.shards, shard):
+            for fid in need:
+                part = kept.get(shard, {}).get(segment)
+                got = None if part is not None else cache.get(inputs.segment_key(fid, segment))
+                if part is None and got is None:  # evicted since it was stored: recollect, keep here
+                    reporter.event(
+                        "warning",
+                        f"factor shard {shard + 1}/{inputs.shards} left the cache before the reduce; recollecting it",
+                        {"kind": "shard_recollect", "shard": shard, "shards": inputs.shards},
+                    )
+                    kept[shard] = collect_shard(
+                        model, targets, inputs, ids, shard, cache=_NoCache(), should_cancel=reporter.cancelled
+                    )
+                    part = kept[shard][segment]
+                if part is not None:
+                    mat, count = part[fid]
+                else:
+                    assert got is not None
+                    mat, count = got["sum"], int(got["count"])
+                if count == 0:
+                    continue
+                if fid in acc:
+                    prev, n = acc[fid]
+                    acc[fid] = (prev.add_(mat.to(prev.device)), n + count)
+                else:
+                    acc[fid] = (mat.clone(), count)
+    zeros = _zeros(targets)
+    for fid in need:
+        acc.setdefault(fid, zeros[fid])
     return acc
+
+
+class _NoCache:
+    """A ``FactorCache`` that takes nothing (a recollected shard's segments stay in memory)."""
+
+    def get(self, key: CacheKey) -> dict[str, torch.Tensor] | None:
+        return None
+
+    def put(self, key: CacheKey, tensors: dict[str, torch.Tensor]) -> bool:
+        return False
+
+    def entries(self) -> list[dict[str, Any]]:
+        return []
+
+    def delete(self, digest: str) -> bool:
+        return False
 
 
 def report_factor_stats(
