@@ -9,14 +9,23 @@ parameter shapes. The model is a sum of named terms, each in bytes (see ``docs/p
 - ``weights``: every checkpoint tensor, in the load dtype (``model.dtype``; ``auto`` = the
   config's ``torch_dtype``, else float32). With ``CURVEDIT_DEVICE_MAP`` set the weights spread
   over ``CURVEDIT_WORKER_DEVICES`` devices; everything else is counted on one device.
-- ``accumulators``: float32 ``A`` (in x in) and ``G`` (out x out) sums per edited target.
+- ``accumulators``: float32 ``A`` (in x in) and ``G`` (out x out) sums per edited target, twice
+  (the open summation segment's and the total, ``contract.summation``), plus the open unit: a
+  fresh float32 copy of one unit's rows (``ROWS_PER_UNIT x seq_len`` positions) of the widest
+  factor, and, when ``batch_size`` is not a multiple of ``ROWS_PER_UNIT``, up to
+  ``ROWS_PER_UNIT - 1`` buffered rows of every target's inputs and output gradients.
 - ``activations``: what autograd keeps per token (``batch_size x seq_len`` tokens) for the decoder
-  layers from the earliest edited one to the top — per layer ``ACT_HIDDEN`` hidden-size and
-  ``ACT_INTERMEDIATE`` MLP-size vectors in the load dtype, the attention probabilities (heads x
-  seq_len), and the captured inputs and output gradients of the edited targets (float32) — plus the
-  transient activations of one layer below the cut and the final hidden states and their gradient.
+  layers from the earliest edited one to the top — per layer ``ACT_HIDDEN`` hidden-size vectors,
+  k and v, and ``ACT_INTERMEDIATE`` (gated MLP) or ``ACT_INTERMEDIATE_PLAIN`` MLP-size vectors
+  (more for an activation written out in tensor ops, ``COMPOSED_ACTIVATIONS``) in the load dtype
+  (the weights are frozen, so no matrix product keeps its input; fused attention keeps q, k, v
+  and its output, not the probabilities — only ``attn_implementation: eager`` adds heads x
+  seq_len per token), and the captured inputs and output gradients of the edited targets
+  (float32) — plus the transient activations of one layer below the cut and the final hidden
+  states and their gradient.
 - ``logits_chunk``: ``LOGITS_COPIES`` float32 (chunk x vocabulary) blocks (logits, probabilities,
-  their gradient), chunk = ``min(curvature.logits_chunk, batch_size x seq_len)``.
+  their gradient). A chunk never spans two sequences, so chunk = ``min(curvature.logits_chunk,
+  seq_len)`` positions for a text model.
 
 An image classifier (ViT; ``ModelDims.image_tokens`` > 0) is the same model with a sequence of
 ``(image_size / patch_size)^2 + 1`` tokens per image (the patches and [CLS]): a batch is
@@ -25,7 +34,9 @@ head has one row of logits per image (over the labels, the "vocabulary"), not on
 - ``eigen``: eigenvectors of every factor (``curvature.eig_dtype``) plus one eigh workspace of the
   largest factor; ``rotations``: a sweep's float32 ``C = U_G^T W U_A`` per target (a search's when
   they fit ``SEARCH_ROTATIONS_BYTES``).
-- ``runtime``: a constant for the interpreter and libraries (``RUNTIME_BYTES``, measured).
+- ``runtime``: the fixed host memory of a worker process before any of the above
+  (``RUNTIME_BYTES``, measured: see there). It is host memory only: on a GPU,
+  ``torch.cuda.max_memory_allocated`` does not see it (nor the CUDA context).
 
 Phases do not all coexist: the peak is ``weights + accumulators + max(collection, eigen, edit)
 + runtime`` with collection = activations + logits chunk, eigen = eigenvectors + workspace and
@@ -42,17 +53,34 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from contract.families import family_of
+from contract.summation import ROWS_PER_UNIT
 
 GIB = 2**30
-ACT_HIDDEN = 10  # hidden-size vectors autograd keeps per token per decoder layer (norms, q, o, residuals)
-ACT_INTERMEDIATE = 5  # MLP-size vectors per token per layer (gate, up, activation, product, its grad)
+# Per token and decoder layer above the cut, what autograd saves for input gradients with frozen
+# weights: the two norms' inputs, q and the attention output, plus two more hidden-size vectors of
+# transients and allocator slack (the resident-set slope over layers in bench/bench_preflight.py's
+# fit shapes F1/F3 is ~17 % above the saved bytes) ...
+ACT_HIDDEN = 6
+# ... (plus k and v at kv width), and gate, up and the activation's output (the product's inputs)
+# of a gated MLP (a family with a gate projection, or an unknown one); a plain MLP (ViT, GPT-NeoX)
+# keeps only the activation's input, unless the activation is written out in tensor ops
+# (``hidden_act`` / ``activation_function``): GPT-2's ``gelu_new`` keeps its input, the inner sum,
+# the tanh and a product (counted by tests/test_preflight_activations.py).
+ACT_INTERMEDIATE = 3
+ACT_INTERMEDIATE_PLAIN = 1
+COMPOSED_ACTIVATIONS = {"gelu_new": 4}
 LOGITS_COPIES = 3
 # A goal-directed search keeps every candidate target's C when they all fit this (float32 bytes);
 # workers/pipeline/search_stage.py reads it from here.
 SEARCH_ROTATIONS_BYTES = 2 * 2**30
-# Interpreter, torch/transformers and allocator slack of a worker process, measured on CPU with
-# bench/bench_preflight.py (process peak minus the modelled terms: 137-157 MiB over four shapes).
-RUNTIME_BYTES = 160 * 2**20
+# The fixed host memory of a worker process: the interpreter, torch, transformers and the model's
+# modelling code imported, plus what the first model build and the first collection allocate
+# whatever the sizes (thread pools, kernels, allocator arenas). Measured directly, as the peak
+# resident set of a process that imports all that, builds a 1-layer width-64 model and collects
+# over 32 tokens, less that probe's own modelled terms: 419 MiB in four runs (torch 2.13,
+# transformers 5.24, Linux x86-64, CPU); `bench/bench_preflight.py --runtime` remeasures it. Not
+# fitted to any residual of the shapes the bench validates.
+RUNTIME_BYTES = 419 * 2**20
 EIGH_FLOPS_PER_N3 = 10.0
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -82,6 +110,8 @@ class ModelDims:
     matrix_params: int  # element count of the 2-D weights except embeddings (forward FLOPs / 2)
     checkpoint_dtype: str
     image_tokens: int = 0  # an image classifier's tokens per image (patches + [CLS]); 0: a text model
+    eager_attention: bool = False  # config attn_implementation 'eager': autograd keeps the probabilities
+    mlp_vectors: int = ACT_INTERMEDIATE  # MLP-width vectors autograd keeps per token and layer
 
 
 def _cfg(config: Mapping[str, Any], *names: str, default: int = 0) -> int:
@@ -142,7 +172,19 @@ def model_dims(config: Mapping[str, Any], shapes: Mapping[str, Shape | None]) ->
         matrix_params=matrix,
         checkpoint_dtype=dtype if dtype in DTYPE_BYTES else "float32",
         image_tokens=image_tokens(config) if classifier else 0,
+        eager_attention=config.get("attn_implementation", config.get("_attn_implementation")) == "eager",
+        mlp_vectors=_mlp_vectors(config, gated=family is None or "gate" in family.roles),
     )
+
+
+def _mlp_vectors(config: Mapping[str, Any], *, gated: bool) -> int:
+    """MLP-width vectors autograd keeps per token and layer (see ``ACT_INTERMEDIATE``)."""
+    if gated:
+        return ACT_INTERMEDIATE
+    sub = config.get("text_config")
+    act = next((c.get(k) for c in (config, sub if isinstance(sub, Mapping) else {})
+                for k in ("hidden_act", "activation_function") if isinstance(c.get(k), str)), None)  # fmt: skip
+    return COMPOSED_ACTIVATIONS.get(str(act), ACT_INTERMEDIATE_PLAIN)
 
 
 def _numel(shape: Shape) -> int:
@@ -206,20 +248,24 @@ def estimate(dims: ModelDims, targets: Sequence[TargetShape], job: JobShape, cap
     if capacity.device_map and capacity.devices > 1:
         weights = -(-weights // capacity.devices)
     sq = [t.in_features**2 + t.out_features**2 for t in targets]
-    accumulators = 4 * sum(sq)
+    unit_positions = ROWS_PER_UNIT * job.seq_len
+    widest = max((max(t.in_features, job.samples * t.out_features) for t in targets), default=0)
+    unit = 4 * unit_positions * widest  # the product's copy of one unit of one factor
+    if job.batch_size % ROWS_PER_UNIT:  # rows of the open unit wait for the next batch
+        held = (ROWS_PER_UNIT - 1) * job.seq_len
+        unit += 4 * held * sum(t.in_features + job.samples * t.out_features for t in targets)
+    accumulators = 2 * 4 * sum(sq) + unit  # the open segment's sums beside the total
     layers_idx = [t.layer for t in targets if t.layer is not None]
     first = min(layers_idx) if layers_idx else 0
     above = max(dims.layers - first, 1)
-    per_layer_token = (
-        wb * (ACT_HIDDEN * dims.hidden + 2 * dims.kv_dim + ACT_INTERMEDIATE * dims.intermediate)
-        + wb * dims.heads * job.seq_len
-    )
+    probs = dims.heads * job.seq_len if dims.eager_attention else 0  # fused attention keeps none
+    per_layer_token = wb * (ACT_HIDDEN * dims.hidden + 2 * dims.kv_dim + dims.mlp_vectors * dims.intermediate + probs)
     captured = 4 * sum(t.in_features + t.out_features for t in targets)
-    below = wb * (4 * dims.hidden + 3 * dims.intermediate + dims.heads * job.seq_len)
+    below = wb * (4 * dims.hidden + 3 * dims.intermediate + probs)
     final = 2 * 4 * dims.hidden
     activations = tokens_per_batch * (above * per_layer_token + captured + below + final)
-    # logits rows at once: a chunk of an LM's token positions, or one per image of a classifier
-    chunk = job.batch_size if dims.image_tokens else min(job.logits_chunk, tokens_per_batch)
+    # logits rows at once: a chunk of one sequence's positions, or one per image of a classifier
+    chunk = job.batch_size if dims.image_tokens else min(job.logits_chunk, job.seq_len)
     logits = LOGITS_COPIES * 4 * chunk * dims.vocab + 8 * chunk * job.samples
     largest = max((max(t.in_features, t.out_features) for t in targets), default=0)
     eigvecs = eb * sum(sq)
@@ -295,6 +341,10 @@ def knob_advice(est: Estimate, job: JobShape) -> str:
         elif name == "logits_chunk" and job.logits_chunk > 64 and "tokens_per_image" not in est.assumptions:
             advice.append(f"lower curvature.logits_chunk (now {job.logits_chunk})")
         elif name in ("accumulators", "eigenvectors"):
+            if name == "accumulators" and job.batch_size % ROWS_PER_UNIT:
+                advice.append(
+                    f"use a calibration.batch_size that is a multiple of {ROWS_PER_UNIT} (now {job.batch_size})"
+                )
             advice.append("edit fewer layers or projections (edit.layers / edit.projections)")
     return "; ".join(dict.fromkeys(advice)) or "edit fewer targets"
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.tiny_models import build_model
-from workers.curvature.factors import KFACFactors, collect_factors, merge_factors
+from workers.curvature.factors import KFACFactors, collect_factors, merge_factors, valid_positions
 from workers.curvature.labels import counter_uniforms, inverse_cdf
 from workers.curvature.targets import EditTarget, resolve_targets
 from workers.pipeline.reporting import JobCancelled
@@ -395,3 +395,113 @@ def test_sample_groups_and_per_sample_backward_agree(group: int, monkeypatch: py
     monkeypatch.setattr(factors_mod, "SAMPLE_GROUP", group)  # 1: a backward per sample; 3: groups of 3 + 1
     split = collect_factors(model, batches, targets, seed=4, samples=4)
     assert _relative_error(split, together) <= 1e-6
+
+
+def _stream(n: int, T: int = 10, seed: int = 0, padded: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` rows, every one right-padded (row 4 of every 9 has no valid position): every batch takes
+    the attention's masked path (a batch without padding takes another kernel, see factors.py)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, V, (n, T), generator=gen)
+    mask = torch.ones(n, T, dtype=torch.long)
+    for row in range(n if padded else 0):  # unpadded: packed calibration rows
+        keep = [T - 1, 7, 4, T - 2, 1, 9, T - 1, 2, 6][row % 9]
+        mask[row, keep:] = 0
+        ids[row, keep:] = 1
+    return ids, mask
+
+
+def _batches(ids: torch.Tensor, mask: torch.Tensor, bs: int, start: int = 0, stop: int | None = None) -> list[dict]:
+    stop = ids.shape[0] if stop is None else stop
+    return [
+        {"input_ids": ids[i : min(i + bs, stop)], "attention_mask": mask[i : min(i + bs, stop)]}
+        for i in range(start, stop, bs)
+    ]
+
+
+def _sharded(
+    model, ids, mask, targets, shards: int, bs: int, **kw
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+    """Shards collected out of order (last first), their segments reduced in segment order."""
+    from contract.summation import shard_span
+    from workers.curvature.factors import collect_segment_factors
+
+    n = ids.shape[0]
+    segments: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor, int]]] = {}
+
+    def keep(segment: int, factors: dict[str, KFACFactors]) -> None:
+        assert segment not in segments
+        segments[segment] = {k: (f.A_sum.clone(), f.G_sum.clone(), f.count) for k, f in factors.items()}
+
+    for shard in reversed(range(shards)):
+        start, stop = shard_span(n, shards, shard)
+        batches = _batches(ids, mask, bs, start, stop)
+        collect_segment_factors(model, batches, targets, stream_rows=n, first_sequence=start, on_segment=keep, **kw)
+    total: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+    for segment in sorted(segments):
+        for name, (a, g, count) in segments[segment].items():
+            if name in total:
+                ta, tg, tc = total[name]
+                total[name] = (ta + a, tg + g, tc + count)
+            else:
+                total[name] = (a, g, count)
+    return total
+
+
+@pytest.mark.parametrize(("samples", "padded"), [(1, True), (3, True), (1, False)])
+@pytest.mark.parametrize(("family", "layers"), [("llama", [1]), ("gpt2", [1])])
+def test_sums_are_exact_at_any_batch_size_and_sharding(
+    family: str, layers: list[int], samples: int, padded: bool
+) -> None:
+    from contract.summation import ROWS_PER_UNIT, SUM_SEGMENTS
+
+    model = build_model(family, vocab_size=V, seed=6, layers=3)
+    targets = resolve_targets(model, layers=layers, projections=["up", "down"])
+    n = ROWS_PER_UNIT * (SUM_SEGMENTS + 1) - 3  # 9 units (the last one short): every segment non-empty
+    ids, mask = _stream(n, padded=padded)
+    kw = {"fisher": "sampled", "seed": 11, "samples": samples}
+    want = collect_factors(model, _batches(ids, mask, 8), targets, stream_rows=n, **kw)
+    runs = {
+        "batch 3": {
+            k: (f.A_sum, f.G_sum, f.count)
+            for k, f in collect_factors(model, _batches(ids, mask, 3), targets, stream_rows=n, **kw).items()
+        },
+        "4 shards, batch 5": _sharded(model, ids, mask, targets, 4, 5, **kw),
+        "2 shards, batch 8": _sharded(model, ids, mask, targets, 2, 8, **kw),
+    }
+    if not padded:  # lone rows (run as two rows; see factors.py)
+        got1 = collect_factors(model, _batches(ids, mask, 1), targets, stream_rows=n, **kw)
+        runs["batch 1"] = {k: (f.A_sum, f.G_sum, f.count) for k, f in got1.items()}
+    for label, got in runs.items():
+        for t in targets:
+            a, g, count = got[t.name]
+            assert count == want[t.name].count, label
+            assert torch.equal(a, want[t.name].A_sum), (label, t.name, "A")
+            assert torch.equal(g, want[t.name].G_sum), (label, t.name, "G")
+    # and the sums are right: the per-position autograd oracle (float64) agrees to rounding
+    ref = oracle(model, _batches(ids, mask, 8), targets, "sampled", seed=11, samples=samples)
+    assert_factors_close(want, ref)
+
+
+def test_the_order_matters_so_the_exactness_test_can_fail() -> None:
+    """Per-batch float32 products (the old rule) over the same rows differ in the last bits
+    between batch sizes 8 and 3 -- so the equalities above are not trivially true."""
+    model = build_model("llama", vocab_size=V, seed=6, layers=3)
+    target = resolve_targets(model, layers=[1], projections=["down"])[0]
+    ids, mask = _stream(69)
+    seen: list[torch.Tensor] = []
+    handle = target.module(model).register_forward_hook(lambda m, a, o: seen.append(a[0].detach()))
+
+    def per_batch(bs: int) -> torch.Tensor:
+        seen.clear()
+        acc = torch.zeros(target.in_features, target.in_features)
+        with torch.no_grad():
+            for b in _batches(ids, mask, bs):
+                model(**b)
+                rows = seen[-1][valid_positions(b["attention_mask"])].float()
+                acc.addmm_(rows.T, rows)
+        return acc
+
+    eight, three = per_batch(8), per_batch(3)
+    handle.remove()
+    torch.testing.assert_close(eight, three)
+    assert not torch.equal(eight, three)

@@ -12,7 +12,9 @@ the counter-keyed sampled labels, the chunked logits and the samples are identic
 ``S`` samples ``s_ij`` averages ``(1/S) Σ_s`` per position). The per-position rotated rows are
 squared and contracted chunk by chunk (``POSITION_CHUNK`` positions at a time), so beyond one
 batch's activations the memory is one float32 (out x in) accumulator per target -- the size of
-``C = U_Gᵀ W U_A``. Accumulation is float32 whatever the factor ``precision``.
+``C = U_Gᵀ W U_A``. Accumulation is float32 whatever the factor ``precision``. Unlike the
+factors' sums (units and segments, ``contract.summation``), ``S_sum`` is added batch by batch, so
+it depends on the batch size in the last bits (the correction pass is never sharded).
 
 ``EigenCorrection`` holds the sum and the position count (mergeable like ``KFACFactors``);
 ``mean()`` is ``s``. Selection by ``s`` is ``workers.curvature.selection.score_mask``.

@@ -18,17 +18,43 @@ shared forward pass and averages their contributions: ``G_sum = sum_t (1/S) sum_
 ``fisher="empirical"`` uses the corpus's next token (one "sample").
 
 Chunked logits: when the model splits into body + output head (``workers.curvature.heads``),
-the body runs once per batch and ``head(hidden)`` runs over ``logits_chunk`` valid positions at a
-time -- the label sampling, the loss and its gradient w.r.t. those hidden states are done chunk by
-chunk -- and one backward from the hidden states (with the stacked hidden-state gradients) gives
-the ``g_t``. So no (positions x vocabulary) tensor exists beyond one chunk. Models that do not
-split take the logits from the full forward (same arithmetic, one big logits tensor).
+the body runs once per batch and ``head(hidden)`` runs over one sequence's valid positions at a
+time (at most ``logits_chunk`` of them) -- the label sampling, the loss and its gradient w.r.t.
+those hidden states are done chunk by chunk -- and one backward from the hidden states (with the
+stacked hidden-state gradients) gives the ``g_t``. So no (positions x vocabulary) tensor exists
+beyond one chunk. Models that do not split take the logits from the full forward (same arithmetic,
+one big logits tensor).
 
 Valid positions: ``attention_mask[t] == 1`` and ``attention_mask[t + 1] == 1`` (so the last
 position of each row, which has no next-token target, and padding are excluded). ``count`` is
 the number of valid positions; sums are float32 whatever the model dtype, so shards add.
 ``precision`` (``fp32`` | ``tf32`` | ``bf16``) sets the precision of the accumulation's matrix
 product inputs (``workers.curvature.precision``); the accumulators stay float32.
+
+Exact summation rule (``contract.summation``), so a single run, any batch size and any sharding
+give bit-identical sums on CPU (on a GPU the per-row activations themselves may differ):
+
+* rows are the stream's sequences (or images), ``first_sequence + i`` for the i-th row fed;
+  unit ``u`` is rows ``[8u, 8u + 8)`` (``ROWS_PER_UNIT``). The hooks stash a batch's rows; a unit
+  is added with ONE product ``acc += X^T X`` over a fresh copy of all its positions in row order
+  (for ``G`` with S samples: sample-major, weight ``1/S``) once its rows are in -- a batch whose
+  size is a multiple of 8 buffers nothing, other batch sizes keep up to one open unit;
+* the stream's units form ``SUM_SEGMENTS`` contiguous segments (boundaries from ``stream_rows``);
+  each segment accumulates from zero in its own accumulator and, when complete, is handed to
+  ``on_segment`` (``collect_segment_factors``, for shards) or added to the total: the total is
+  the first non-empty segment's sum, then ``+=`` each later non-empty segment, in order. Memory:
+  one segment accumulator per factor beside the total;
+* the per-row activations and gradients must not depend on the batch either: the body's do not
+  on CPU, but a matrix product's per-row result can depend on its number of rows, so the head
+  runs sequence by sequence (below). The body's products run over batch x seq_len rows, and
+  their per-row results were measured identical for 2 or more rows but not for a lone row (a
+  different small-matrix kernel), so a 1-row batch runs as two rows: the row and a copy whose
+  positions are all dropped (twice the compute for that batch only; configure
+  ``calibration.batch_size >= 2``). One more condition: every batch must take the same attention
+  path. HF's SDPA attention drops the mask of a batch without padding (``is_causal`` kernel),
+  whose last bits differ from the masked kernel's; packed calibration rows are never padded, so
+  the pipeline is exact, while a caller mixing padded and unpadded batches gets the same sums to
+  rounding only.
 
 Cost: parameters are frozen during collection (no weight gradients), and the graph starts at
 the earliest target's output (its output is made a fresh leaf because nothing upstream needs a
@@ -180,7 +206,8 @@ class _Collector:
 
     def start_batch(self, valid: torch.Tensor | None, *, first_row: int = 0, n_rows: int | None = None) -> None:
         """``valid`` (B, T) selects the token positions; ``None``: every position (image models,
-        which pass ``n_rows``, the number of images). ``first_row``: the stream index of row 0."""
+        which pass ``n_rows``, the number of images). ``first_row``: the stream index of row 0;
+        ``n_rows``: the stream rows in the batch (rows of ``valid`` beyond them have no position)."""
         if valid is None and n_rows is None:
             raise ValueError("expected n_rows (the batch's examples) when every position is valid")
         self.valid = valid
@@ -189,7 +216,7 @@ class _Collector:
         self.outputs = []
         self.rows_seen = 0
         self._first_row = first_row
-        self._n_rows = int(valid.shape[0]) if valid is not None else int(n_rows or 0)
+        self._n_rows = int(n_rows) if n_rows is not None else int(valid.shape[0]) if valid is not None else 0
         self._a_batch = {}
         self._g_batch = {}
 
@@ -323,6 +350,10 @@ class _Collector:
             self._unit_count += counts[hi] - counts[lo]
             if (u + 1) * ROWS_PER_UNIT <= r0 + b:  # the unit's rows are all in: add it now
                 self._flush_unit()
+        # The open unit's pieces from this batch are views of the whole batch: keep copies only.
+        for pieces in (*self._unit_a.values(), *self._unit_g.values()):
+            if pieces and pieces[-1]._base is not None:
+                pieces[-1] = pieces[-1].clone()
 
     def _flush_unit(self) -> None:
         """Add the gathered unit: one product per factor over its positions in row order
@@ -675,7 +706,11 @@ def _collect(
                 n_valid = int(valid.sum())
                 tokens_done += int(mask.sum())
                 if n_valid > 0:
-                    collector.start_batch(valid, first_row=first, n_rows=int(input_ids.shape[0]))
+                    n_rows = int(input_ids.shape[0])
+                    if n_rows == 1:  # run a lone row as two: it and a copy whose positions are dropped
+                        input_ids, mask = input_ids.repeat(2, 1), mask.repeat(2, 1)
+                        valid = torch.cat([valid, torch.zeros_like(valid)])
+                    collector.start_batch(valid, first_row=first, n_rows=n_rows)
                     kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
                     if split is not None:
                         out = split.body(**kwargs).last_hidden_state
