@@ -209,6 +209,9 @@ def main() -> None:
             f"{est.peak_gb:.2f} GiB"
         )
     print(f"peak memory during collection: {peak / 2**30:.2f} GiB ({peak_how}); {pre}")
+    if est is not None:
+        terms = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in est.memory.items())
+        print(f"preflight terms (MiB): {terms}; collection phase {est.phase_bytes['collection'] / 2**20:.0f}")
 
     last = targets[-1]  # up of the last layer: G is MLP x MLP, A is hidden x hidden
     f = factors[last.name]
