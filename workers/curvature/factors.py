@@ -194,6 +194,7 @@ class _Collector:
         self.outputs: list[tuple[str, torch.Tensor]] = []
         self._first_row = 0
         self._n_rows = 0
+        self._valid_counts: list[int] | None = None  # valid positions per row of the batch
         self._a_batch: dict[str, torch.Tensor] = {}  # this batch's rows, per input key
         self._g_batch: dict[str, list[torch.Tensor]] = {}  # per target: (k N, out) per backward
         self._alpha = 1.0
@@ -219,6 +220,7 @@ class _Collector:
         self._n_rows = int(n_rows) if n_rows is not None else int(valid.shape[0]) if valid is not None else 0
         self._a_batch = {}
         self._g_batch = {}
+        self._valid_counts = None
 
     def valid_on(self, device: torch.device) -> torch.Tensor:
         assert self.valid is not None
@@ -306,7 +308,9 @@ class _Collector:
         """Offsets of each batch row's first position among ``n`` row-major positions."""
         b = self._n_rows
         if self.valid is not None:
-            counts = self.valid.sum(dim=1).tolist()
+            if self._valid_counts is None:  # one device sync per batch
+                self._valid_counts = [int(c) for c in self.valid.sum(dim=1).tolist()]
+            counts = self._valid_counts
         else:  # images: every example has the same number of positions
             if b == 0 or n % b:
                 raise ValueError(f"expected activation rows a multiple of the {b} images, got {n}")
