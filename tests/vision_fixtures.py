@@ -32,6 +32,7 @@ FOLDER_NAMES = ("ant", "bee", "cat", "3")  # the last class by index, the others
 IMAGE_SIZE = 16
 FOLDER_SIZE = 20  # the PNGs are larger than the model's input: the processor resizes them
 FLIP_SHARE = 0.15
+NOISE = 0.3  # pixel noise around the class template: the clean task is easy, the flipped labels must be memorised
 CHECK_EVERY = 20
 MAX_EPOCHS = 400
 
@@ -80,7 +81,7 @@ class VisionData:
 def _synthetic(n: int, templates: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     k = templates.shape[0]
     labels = torch.randint(0, k, (n,), generator=gen)
-    images = templates[labels] + 1.0 * torch.randn(n, *templates.shape[1:], generator=gen)
+    images = templates[labels] + NOISE * torch.randn(n, *templates.shape[1:], generator=gen)
     return images, labels
 
 
