@@ -56,6 +56,10 @@ def test_union_edits_with_the_weighted_factor_means_and_reuses_each_source(roots
         return f.A_mean().double(), f.G_mean().double()
 
     (a1, g1), (a2, g2) = means(TEXTS), means(OTHER)
+    positions = sum(  # valid positions of both packed sources (each row's last position has no target)
+        int(ids.shape[0]) * (int(ids.shape[1]) - 1) for ids in (pack_texts(tok, x, 16, 400) for x in (TEXTS, OTHER))
+    )
+    assert first["tokens"] == positions
 
     def expected(w1: float, w2: float) -> torch.Tensor:
         tot = w1 + w2

@@ -155,14 +155,15 @@ def compute_union_curvature(
         "eigendecompose": {"hits": len(fids) - len(missing_eig), "misses": len(missing_eig)},
     }
     keys = {f"{k}:{m}": union_key(sources, weights, (k, m)).digest for k, m in fids}
+    factor_stats = report_factor_stats(fids, eig, counts, reporter)
     return CurvatureResult(
         eigens=eigens,
         collect_cached=collected == 0,
         eigen_cached=not missing_eig,
         cache=stats,
-        tokens=None,
+        tokens=factor_stats["tokens"],  # positions over all sources (known from the counts, cached or not)
         keys=keys,
-        factor_stats=report_factor_stats(fids, eig, counts, reporter),
+        factor_stats=factor_stats,
     )
 
 
