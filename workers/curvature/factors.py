@@ -622,6 +622,20 @@ def _backward_samples(collector: _Collector, feats: torch.Tensor, feat_grads: li
         start += 1
 
 
+def _image_logits(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The classifier's logits (B, labels). For a ViT (logits = ``classifier`` of the final [CLS]
+    state) the head runs one image at a time: a matrix product's per-row bits depend on its row
+    count, so a batched head would make the sums depend on the batch size."""
+    body = getattr(model, "vit", None)
+    head = getattr(model, "classifier", None)
+    if getattr(model.config, "model_type", None) != "vit" or not isinstance(body, nn.Module):
+        return model(pixel_values=pixels).logits
+    if not isinstance(head, nn.Linear):
+        return model(pixel_values=pixels).logits
+    cls = body(pixel_values=pixels).last_hidden_state[:, 0]
+    return torch.cat([head(cls[i : i + 1]) for i in range(cls.shape[0])])
+
+
 def _image_batch(
     model: nn.Module,
     batch: Mapping[str, torch.Tensor],
@@ -641,7 +655,7 @@ def _image_batch(
     if pixels.dim() != 4:
         raise ValueError(f"expected pixel_values of shape (B, C, H, W), got {tuple(pixels.shape)}")
     collector.start_batch(None, first_row=first_row, n_rows=int(pixels.shape[0]))
-    logits = model(pixel_values=pixels).logits
+    logits = _image_logits(model, pixels)
     n = logits.shape[0]
     uniforms = next_labels = None
     if opts.fisher == "sampled":
