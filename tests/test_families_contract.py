@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageClassification, 
 from contract.families import ROLES, family_of, mlp_slot
 from service.model_inspect import ModelInfo, inspect_model
 from tests.tiny_models import FAMILIES, MLP_VARIANT_FAMILIES, save_tiny
-from tests.tiny_vit import save_tiny_vit
+from tests.vision_fixtures import save_tiny_vit
 from workers.curvature.targets import TargetError, num_layers, resolve_targets
 
 IMAGE_FAMILIES = ("vit",)

@@ -18,7 +18,7 @@ from transformers import ViTForImageClassification
 from service.main import create_app
 from tests.gateway_helpers import auth, job_body, make_settings
 from tests.tiny_models import save_tiny
-from tests.tiny_vit import TINY_VIT, save_tiny_vit
+from tests.vision_fixtures import TINY_VIT, save_tiny_vit
 
 LABELS = TINY_VIT["num_labels"]
 TOKENS_PER_IMAGE = (TINY_VIT["image_size"] // TINY_VIT["patch_size"]) ** 2 + 1  # 16 patches + [CLS]

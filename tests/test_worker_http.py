@@ -5,7 +5,6 @@ artifacts come back over HTTP; ``GET /v1/factors`` lists the cache entries the w
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 from contract.settings import Settings
 from service.main import create_app
 from tests.tiny_models import save_tiny
-from tests.worker_process import worker_process
+from tests.worker_process import wait_http_job, worker_process
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +48,7 @@ def test_http_submit_with_uploaded_dataset(tmp_path: Path, redis_url: str) -> No
         created = http.post("/v1/edit-jobs", headers=auth, json=spec)
         assert created.status_code == 202, created.text
         job_id = created.json()["id"]
-        deadline = time.monotonic() + 600
-        while (job := http.get(f"/v1/edit-jobs/{job_id}", headers=auth).json())["status"] not in (
-            "succeeded",
-            "failed",
-            "cancelled",
-        ):
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+        job = wait_http_job(http, job_id, auth, log)
         assert job["status"] == "succeeded", (job.get("error"), log.read_text()[-3000:])
         result = job["result"]["results"][0]
         assert "recitation" in result["metrics"]

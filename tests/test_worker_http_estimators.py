@@ -6,7 +6,6 @@ factors (stage flags and events), and bad weights answer 422 naming the field.""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 from contract.settings import Settings
 from service.main import create_app
 from tests.tiny_models import save_tiny
-from tests.worker_process import worker_process
+from tests.worker_process import wait_http_job, worker_process
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +23,7 @@ AUTH = {"Authorization": "Bearer key-a"}
 
 
 def _wait(http: TestClient, job_id: str, log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 600
-    while (job := http.get(f"/v1/edit-jobs/{job_id}", headers=AUTH).json())["status"] not in (
-        "succeeded",
-        "failed",
-        "cancelled",
-    ):
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.3)
+    job = wait_http_job(http, job_id, AUTH, log)
     assert job["status"] == "succeeded", (job.get("error"), log.read_text()[-3000:])
     return job
 

@@ -6,7 +6,6 @@ measures on the same model, data and spec (``tests/test_vision_pipeline.py``).""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from contract.settings import Settings
 from contract.spec import EditJobSpec
 from service.main import create_app
 from tests.vision_fixtures import VisionData
-from tests.worker_process import worker_process
+from tests.worker_process import wait_http_job, worker_process
 from workers.pipeline.reporting import NullReporter
 from workers.pipeline.run import run_pipeline
 
@@ -34,14 +33,7 @@ SPEC: dict[str, Any] = {
 
 
 def _wait(http: TestClient, job_id: str, log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 600
-    while (job := http.get(f"/v1/edit-jobs/{job_id}", headers=AUTH).json())["status"] not in (
-        "succeeded",
-        "failed",
-        "cancelled",
-    ):
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.3)
+    job = wait_http_job(http, job_id, AUTH, log)
     assert job["status"] == "succeeded", (job.get("error"), log.read_text()[-3000:])
     return job
 

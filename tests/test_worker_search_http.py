@@ -14,7 +14,6 @@ continuations of a few prompts (strict recitation 100 % before any edit, checked
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from contract.settings import Settings
 from service.main import create_app
 from tests.tiny_models import save_tiny
-from tests.worker_process import worker_process
+from tests.worker_process import wait_http_job, worker_process
 from workers.evaluation import evaluate_recitation
 from workers.evaluation.recitation import greedy_generate
 
@@ -66,15 +65,7 @@ def spec(pairs: list[dict[str, list[int]]], output: str, **search: Any) -> dict[
 
 
 def wait(http: TestClient, job_id: str, log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 600
-    while (job := http.get(f"/v1/edit-jobs/{job_id}", headers=AUTH).json())["status"] not in (
-        "succeeded",
-        "failed",
-        "cancelled",
-    ):
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.3)
-    return job
+    return wait_http_job(http, job_id, AUTH, log)
 
 
 def test_goal_directed_jobs_over_http(tmp_path: Path, redis_url: str) -> None:

@@ -1,6 +1,7 @@
 """Tiny ViT image classifiers for tests: an untrained one (factor tests) and one that memorised flipped labels.
 
-``tiny_vit`` builds a randomly initialised ``ViTForImageClassification`` (8x8 images, 5 tokens).
+``tiny_vit`` builds a randomly initialised ``ViTForImageClassification`` (8x8 images, 5 tokens);
+``save_tiny_vit`` saves another untrained one (16x16 images, 17 tokens) for the gateway tests.
 ``train_memorizing_vit`` trains, in the test run, a 16x16 ViT on synthetic class-template images
 where 15% of the training labels are flipped to another class, until it predicts every training
 label (flipped and clean) -- so the flipped ones are memorised -- and writes under a data root:
@@ -37,24 +38,55 @@ CHECK_EVERY = 20
 MAX_EPOCHS = 400
 
 
-def tiny_vit(seed: int = 0, num_labels: int = 3) -> ViTForImageClassification:
-    """A randomly initialised 2-layer ViT on 8x8x3 images (4 patches + [CLS]), eval mode."""
-    labels: dict[str, Any] = {"num_labels": num_labels}  # a PretrainedConfig kwarg the ViTConfig stub lacks
-    config = ViTConfig(
-        image_size=8,
+def vit_config(
+    *, image_size: int, hidden: int, layers: int, heads: int, intermediate: int, num_labels: int, **extra: Any
+) -> ViTConfig:
+    """A ViT config with 4x4 patches, RGB input and no dropout (``extra``: id2label / label2id ...)."""
+    kwargs: dict[str, Any] = {"num_labels": num_labels, **extra}  # PretrainedConfig kwargs the ViTConfig stub lacks
+    return ViTConfig(
+        image_size=image_size,
         patch_size=4,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
+        num_channels=3,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
-        **labels,
+        **kwargs,
     )
+
+
+def tiny_vit(seed: int = 0, num_labels: int = 3) -> ViTForImageClassification:
+    """A randomly initialised 2-layer ViT on 8x8x3 images (4 patches + [CLS]), eval mode."""
+    config = vit_config(image_size=8, hidden=16, layers=2, heads=2, intermediate=32, num_labels=num_labels)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ViTForImageClassification(config)
     return model.eval()
+
+
+# The saved tiny ViT of the gateway and family tests: 16x16 images (16 patches + [CLS] = 17 tokens),
+# hidden 32, 2 heads, MLP 64, 3 labels. Its checkpoint holds the names transformers writes
+# (``vit.encoder.layer.{i}.intermediate.dense`` ...), whatever names the installed version loads.
+TINY_VIT: dict[str, int] = {
+    "image_size": 16,
+    "patch_size": 4,
+    "hidden": 32,
+    "heads": 2,
+    "intermediate": 64,
+    "num_labels": 3,
+}
+
+
+def save_tiny_vit(directory: Path, *, layers: int = 2, seed: int = 0) -> Path:
+    """Write the tiny untrained ``ViTForImageClassification`` (``layers`` encoder layers) to ``directory``."""
+    dims = {k: v for k, v in TINY_VIT.items() if k != "patch_size"}
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ViTForImageClassification(vit_config(layers=layers, **dims))
+    model.save_pretrained(directory)
+    return directory
 
 
 @dataclass(frozen=True)
@@ -146,21 +178,15 @@ def train_memorizing_vit(root: Path, seed: int = 0) -> VisionData:
     noisy = clean.clone()
     noisy[flipped] = (clean[flipped] + torch.randint(1, k, (len(flipped),), generator=gen)) % k
 
-    labels: dict[str, Any] = {  # PretrainedConfig kwargs the ViTConfig stub does not list
-        "num_labels": k,
-        "id2label": dict(enumerate(CLASSES)),
-        "label2id": {c: i for i, c in enumerate(CLASSES)},
-    }
-    config = ViTConfig(
+    config = vit_config(
         image_size=IMAGE_SIZE,
-        patch_size=4,
-        hidden_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=256,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        **labels,
+        hidden=64,
+        layers=4,
+        heads=4,
+        intermediate=256,
+        num_labels=k,
+        id2label=dict(enumerate(CLASSES)),
+        label2id={c: i for i, c in enumerate(CLASSES)},
     )
     threads = torch.get_num_threads()
     try:

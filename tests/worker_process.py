@@ -92,3 +92,15 @@ def wait_terminal(store: JobStore, job_id: str, timeout: float, log_path: Path |
         f"job {job_id} to finish",
         log_path,
     )
+
+
+def wait_http_job(
+    http: Any, job_id: str, headers: dict[str, str], log_path: Path, timeout: float = 600
+) -> dict[str, Any]:
+    """Poll ``GET /v1/edit-jobs/{job_id}`` through a test client until the job is terminal."""
+
+    def final() -> dict[str, Any] | None:
+        job: dict[str, Any] = http.get(f"/v1/edit-jobs/{job_id}", headers=headers).json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(final, timeout, f"job {job_id} to finish over HTTP", log_path)
