@@ -41,6 +41,7 @@ explicit ``edit.modules`` name is matched against the loaded (transformers 5) na
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import cache
@@ -181,6 +182,13 @@ def is_linear_weight(module_name: str, shape: tuple[int, ...] | None) -> bool:
     if shape is None:  # no shapes (a .bin index): norms are the 1-D weights we can recognise by name
         return not re.search(r"(norm|ln_\w+|ln)$", module_name)
     return len(shape) == 2
+
+
+def default_roles(available: Iterable[str]) -> list[str]:
+    """The projections an edit takes when the job names none: the MLP's input projections -- gate and
+    up of a gated MLP (Llama-style, LFM2), up alone otherwise (GPT-2, GPT-NeoX, GPT-J, Phi, ViT)."""
+    have = set(available)
+    return ["gate", "up"] if {"gate", "up"} <= have else [r for r in ("up",) if r in have] or sorted(have)
 
 
 def role_order(role: str) -> int:

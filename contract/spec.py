@@ -11,6 +11,7 @@ settings rather than part of the job.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from contract.families import default_roles
 from contract.webhooks.events import DEFAULT_EVENTS, EventName
 from contract.webhooks.urls import MAX_URL_CHARS, check_url
 
@@ -296,7 +298,8 @@ class EditSpec(StrictModel):
     )
     projections: list[Role] = Field(
         default_factory=lambda: list(DEFAULT_ROLES),
-        description="MLP projection roles: gate, up, down (GPT-2 / GPT-NeoX have up and down only).",
+        description="MLP projection roles: gate, up, down (GPT-2 / GPT-NeoX / ViT have up and down only). "
+        "Not given: the model's MLP input projections, gate+up of a gated MLP, else up.",
         min_length=1,
     )
     modules: list[str] | None = Field(
@@ -492,7 +495,12 @@ class SearchSpace(StrictModel):
         max_length=256,
         description="Candidate layer sets; default: every contiguous window of 1-3 layers.",
     )
-    projections: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
+    projections: list[Role] = Field(
+        default_factory=lambda: list(DEFAULT_ROLES),
+        min_length=1,
+        description="Projection roles searched. Not given: the model's MLP input projections, gate+up of a "
+        "gated MLP, else up.",
+    )
     keep_mass_range: tuple[float, float] = Field(
         default=(0.5, 0.9999), description="[low, high] of rho searched (0 < low < high <= 1)."
     )
@@ -698,3 +706,17 @@ class EditJobSpec(StrictModel):
             for name in ("layers", "keep_mass", "modules", "overrides"):
                 data["edit"].pop(name, None)
         return data
+
+
+def with_model_projections(spec: EditJobSpec, available: Sequence[str]) -> EditJobSpec:
+    """``spec`` with ``edit.projections`` (and ``objective.search.projections``) set to the model's
+    default (``contract.families.default_roles`` of the roles it ``available``-ly has) where the caller
+    did not give them; what the caller gave is kept (and validated against the model elsewhere)."""
+    roles = default_roles(available)
+    update: dict[str, Any] = {}
+    if "projections" not in spec.edit.model_fields_set:
+        update["edit"] = spec.edit.model_copy(update={"projections": roles})
+    if spec.objective is not None and "projections" not in spec.objective.search.model_fields_set:
+        search = spec.objective.search.model_copy(update={"projections": roles})
+        update["objective"] = spec.objective.model_copy(update={"search": search})
+    return spec.model_copy(update=update) if update else spec

@@ -16,7 +16,7 @@ from typing import Any
 from contract.families import mlp_slot
 from contract.preflight import Capacity, JobShape, ModelDims, TargetShape, check_fits, estimate, model_dims
 from contract.settings import Settings
-from contract.spec import EditJobSpec
+from contract.spec import EditJobSpec, with_model_projections
 from service.errors import ApiError
 from service.model_inspect import ModelInfo, ModelInspectError, weight_shapes
 from service.validation import check_model
@@ -101,6 +101,7 @@ def preflight(spec: EditJobSpec, settings: Settings) -> dict[str, Any] | None:
     """The job's estimate (stored as ``estimate``); raises a 422 ``insufficient_memory`` that names
     the knob to change when the peak exceeds ``CURVEDIT_WORKER_MEMORY_GB``."""
     info = check_model(spec, settings)
+    spec = with_model_projections(spec, info.roles_available())
     try:
         config = json.loads((info.path / "config.json").read_text())
         found = weight_shapes(info.path)

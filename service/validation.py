@@ -15,7 +15,7 @@ from typing import Any
 from contract.outputs import owner_output_root
 from contract.paths import PathOutsideRoot, resolve_under
 from contract.settings import Settings
-from contract.spec import EditJobSpec, ImageSource, PairSource, TextSource
+from contract.spec import EditJobSpec, ImageSource, PairSource, TextSource, with_model_projections
 from service.errors import ApiError
 from service.model_inspect import ModelInfo, ModelInspectError, inspect_model
 from service.store.datasets import DatasetStore
@@ -55,6 +55,8 @@ def resolve_model_dir(spec: EditJobSpec, settings: Settings) -> tuple[Path, str]
 
 
 def check_model(spec: EditJobSpec, settings: Settings) -> ModelInfo:
+    """The model's ``ModelInfo``, after checking that ``spec`` fits it (data kind, targets; the
+    projections the caller left out are the model's default, ``contract.spec.with_model_projections``)."""
     if spec.model.trust_remote_code and not settings.allow_remote_code:
         raise ApiError(
             403,
@@ -76,7 +78,7 @@ def check_model(spec: EditJobSpec, settings: Settings) -> ModelInfo:
     except ModelInspectError as exc:
         raise _invalid(field, f"cannot read the model at {shown!r}: {exc}", "model_unreadable") from exc
     _check_data_kind(spec, info, shown)
-    _check_targets(spec, info)
+    _check_targets(with_model_projections(spec, info.roles_available()), info)
     return info
 
 
@@ -253,8 +255,9 @@ def _check_images(src: ImageSource | None, prefix: str, settings: Settings) -> N
 def validate_submission(
     spec: EditJobSpec, settings: Settings, owner: str, datasets: DatasetStore, job_id: str
 ) -> dict[str, Any]:
-    """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict."""
-    check_model(spec, settings)
+    """Raise ``ApiError`` (4xx, naming the field) or return the resolved spec as a JSON dict (with the
+    model's default projections filled in where the caller gave none)."""
+    spec = with_model_projections(spec, check_model(spec, settings).roles_available())
     _check_source(spec.calibration, "calibration", settings, datasets, owner)
     _check_images(spec.calibration.images, "calibration.images", settings)
     for i, src in enumerate(spec.calibration.sources or []):  # factor union

@@ -126,8 +126,11 @@ def test_search_space_is_checked_against_the_model(
     assert e["field"] == field and e["code"] == code, e
 
 
-def test_gpt2_default_search_projections_fail_but_up_down_pass(env: TestClient) -> None:
-    e = submit_error(env, body("gpt2", search={}))  # default projections gate, up: gpt2 has no gate
+def test_gpt2_search_projections_default_to_up_and_an_explicit_gate_fails(env: TestClient) -> None:
+    r = client_post(env, body("gpt2", search={}))  # left out: the model's MLP input projection (no gate)
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["objective"]["search"]["projections"] == ["up"]
+    e = submit_error(env, body("gpt2", search={"projections": ["gate", "up"]}))
     assert e["field"] == "objective.search.projections[0]", e
     r = client_post(env, body("gpt2", search={"projections": ["up", "down"]}))
     assert r.status_code == 202, r.text

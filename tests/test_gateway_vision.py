@@ -171,6 +171,16 @@ def test_text_metrics_with_images_and_classification_with_text_are_422_at_evalua
     assert e["field"] == "evaluation" and "calibration.images" in e["message"], e
 
 
-def test_default_projections_name_the_missing_gate_of_a_vit(env: TestClient) -> None:
-    e = error(env, vit_body(edit={"layers": [0]}))
+def test_left_out_projections_are_the_models_mlp_input_projections(env: TestClient) -> None:
+    """No ``edit.projections``: up for the ViT (no gate), gate+up for Llama -- stored in the record,
+    so the worker edits what the gateway validated; an explicit 'gate' on the ViT is still a 422."""
+    created = post(env, vit_body(edit={"layers": [0], "keep_mass": 0.9}))
+    assert created.status_code == 202, created.text
+    assert created.json()["spec"]["edit"]["projections"] == ["up"]
+    body = job_body("llama")
+    del body["edit"]["projections"]
+    llama = post(env, body)
+    assert llama.status_code == 202, llama.text
+    assert llama.json()["spec"]["edit"]["projections"] == ["gate", "up"]
+    e = error(env, vit_body(edit={"layers": [0], "projections": ["gate", "up"]}))
     assert e["field"] == "edit.projections[0]" and "'gate'" in e["message"] and "up, down" in e["message"], e

@@ -156,3 +156,18 @@ def test_curvedit_edit_runs_an_ekfac_vit_job(roots: Path, monkeypatch: pytest.Mo
     manifest = json.loads((roots / "out" / "cli-vit" / "manifest.json").read_text())
     assert manifest["spec"]["curvature"]["estimator"] == "ekfac"
     assert any(key.startswith("S:vit.layers.0.mlp.fc1") for key in manifest["cache_keys"])
+
+
+def test_left_out_projections_edit_the_vits_up_projections(roots: Path) -> None:
+    """In process (``curvedit edit`` has no gateway to fill them in): the model's default, up only."""
+    raw = _spec(0.9, evaluation=None, output={"path": "default-proj"}).model_dump(mode="json")
+    del raw["edit"]["projections"]
+    result = run_pipeline(
+        EditJobSpec.model_validate(raw), settings=_settings(roots), job_id="dp", reporter=NullReporter(), cache=None
+    )
+    assert [layer["name"] for layer in result["results"][0]["layers"]] == [
+        "vit.layers.0.mlp.fc1",
+        "vit.layers.1.mlp.fc1",
+    ]
+    manifest = json.loads((Path(result["results"][0]["artifacts"]["dir"]) / "manifest.json").read_text())
+    assert manifest["spec"]["edit"]["projections"] == ["up"]

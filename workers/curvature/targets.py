@@ -96,6 +96,12 @@ def _layer_mlp_modules(model: nn.Module) -> dict[tuple[int, str], tuple[str, nn.
     return found
 
 
+def available_roles(model: nn.Module) -> list[str]:
+    """The MLP roles (``gate``, ``up``, ``down``, in that order) the model's decoder layers have."""
+    found = {role for _, role in _layer_mlp_modules(model)}
+    return [r for r in ROLES if r in found]
+
+
 def num_layers(model: nn.Module) -> int:
     """Number of decoder layers (from the config, else from the recognised MLP modules)."""
     cfg = getattr(model, "config", None)

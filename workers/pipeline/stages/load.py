@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from contract.settings import Settings
-from contract.spec import EditJobSpec
+from contract.spec import EditJobSpec, with_model_projections
 from workers.curvature import EditTarget, resolve_targets
+from workers.curvature.targets import available_roles
 from workers.pipeline.confine import confined
 from workers.pipeline.errors import PipelineError
 from workers.pipeline.evaluation_stage import EvaluationData, resolve_evaluation
@@ -61,6 +62,10 @@ def load_stage(ctx: JobContext) -> LoadedJob:
     objective = resolve_objective(spec.objective, settings) if spec.objective is not None else None
     loaded = load_model(spec.model, settings)
     model = loaded.model
+    # projections the caller left out: the model's MLP input projections (what the gateway fills in too)
+    spec = ctx.spec = with_model_projections(spec, available_roles(model))
+    if objective is not None and spec.objective is not None:
+        objective.spec = spec.objective
     calib_images = job_images(spec, settings, loaded, eval_data)
     layer_sets: list[list[int]] = []
     if objective is not None:  # every candidate layer set's targets: one factor collection for all
