@@ -8,14 +8,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tests.test_curvature_factors import _capture, make_batches
+from tests.per_position_oracle import lm_rows
+from tests.test_curvature_factors import make_batches
 from tests.tiny_models import build_model
 from workers.curvature import collect_factors, eigenbases
 from workers.curvature.edit import apply_edit
 from workers.curvature.ekfac import EigenCorrection, collect_corrections
-from workers.curvature.labels import counter_uniforms
 from workers.curvature.selection import curvature_mask, score_mask, score_stats
 from workers.curvature.targets import resolve_targets
 
@@ -23,41 +22,17 @@ V = 48
 
 
 def correction_oracle(model, batches, targets, eigens, fisher: str, seed: int, samples: int = 1) -> dict:
-    """Full backward per sample; s_ij summed position by position as (U_Gᵀ g aᵀ U_A)_ij² in float64."""
+    """s_ij summed position by position as (U_Gᵀ g aᵀ U_A)_ij² in float64, from the per-position autograd oracle."""
     S = {t.name: torch.zeros(t.out_features, t.in_features, dtype=torch.float64) for t in targets}
-    count, first_row = 0, 0
-    for batch in batches:
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        B, T = ids.shape
-        first_row += B
-        valid = [(b, t) for b in range(B) for t in range(T - 1) if mask[b, t] and mask[b, t + 1]]
-        if not valid:
-            continue
-        if fisher == "sampled":
-            rows = torch.tensor([first_row - B + b for b, _ in valid])
-            u = counter_uniforms(seed, rows, torch.tensor([t for _, t in valid]), samples)
-        for s in range(samples):
-            captured: dict = {}
-            handles = [t.module(model).register_forward_hook(_capture(captured, t.name)) for t in targets]
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            for h in handles:
-                h.remove()
-            lg = torch.stack([logits[b, t] for b, t in valid])
-            if fisher == "sampled":
-                cdf = torch.cumsum(torch.softmax(lg.detach(), -1), -1)
-                labels = torch.tensor([int((row <= x * row[-1]).sum()) for row, x in zip(cdf, u[:, s], strict=True)])
-            else:
-                labels = torch.stack([ids[b, t + 1] for b, t in valid])
-            F.cross_entropy(lg, labels, reduction="sum").backward()
-            for t in targets:
-                a_all, out = captured[t.name]
-                g_eig, a_eig = eigens[t.name]
-                ug, ua = g_eig.vectors.double(), a_eig.vectors.double()
-                for b, p in valid:
-                    outer = torch.outer(out.grad[b, p].double(), a_all[b, p].detach().double())
-                    S[t.name] += (ug.T @ outer @ ua).square() / samples
-        count += len(valid)
-    model.zero_grad(set_to_none=True)
+    count = 0
+    for a, gs in lm_rows(model, batches, targets, fisher, seed=seed, samples=samples):
+        for t in targets:
+            g_eig, a_eig = eigens[t.name]
+            ug, ua = g_eig.vectors.double(), a_eig.vectors.double()
+            for g in gs:
+                for g_t, a_t in zip(g[t.name], a[t.name], strict=True):
+                    S[t.name] += (ug.T @ torch.outer(g_t, a_t) @ ua).square() / samples
+        count += len(a[targets[0].name])
     return {name: EigenCorrection(s, count) for name, s in S.items()}
 
 

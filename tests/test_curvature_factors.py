@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.per_position_oracle import lm_rows
 from tests.tiny_models import build_model
 from workers.curvature.factors import KFACFactors, collect_factors, merge_factors, valid_positions
 from workers.curvature.labels import counter_uniforms, inverse_cdf
@@ -26,65 +26,21 @@ def make_batches(seed: int = 0, n: int = 6, T: int = 10, bs: int = 3, pad: bool 
     return [{"input_ids": ids[i : i + bs], "attention_mask": mask[i : i + bs]} for i in range(0, n, bs)]
 
 
-def _capture(store: dict, name: str):
-    def fn(mod, args, out):
-        out.retain_grad()
-        store[name] = (args[0], out)
-
-    return fn
-
-
 def oracle(
     model, batches, targets: list[EditTarget], fisher: str, seed: int = 0, samples: int = 1
 ) -> dict[str, KFACFactors]:
-    """Full backward with weight gradients (one per sample), then A and G summed position by position."""
+    """A and G summed position by position (float64) from the per-position autograd oracle."""
     A = {t.name: torch.zeros(t.in_features, t.in_features, dtype=torch.float64) for t in targets}
     G = {t.name: torch.zeros(t.out_features, t.out_features, dtype=torch.float64) for t in targets}
     count = 0
-    first_row = 0
-    for batch in batches:
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        B, T = ids.shape
-        first_row += B
-        valid = [(b, t) for b in range(B) for t in range(T - 1) if mask[b, t] and mask[b, t + 1]]
-        if not valid:
-            continue
-        if fisher == "sampled":
-            # documented sampler: u keyed by (seed, row of the stream, position, sample),
-            # label = #{k : cdf_k <= u * cdf_last}
-            rows = torch.tensor([first_row - B + b for b, _ in valid])
-            u = counter_uniforms(seed, rows, torch.tensor([t for _, t in valid]), samples)
-        for s in range(samples):
-            captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-            handles = [t.module(model).register_forward_hook(_capture(captured, t.name)) for t in targets]
-            model.zero_grad()
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            for h in handles:
-                h.remove()
-            lg = torch.stack([logits[b, t] for b, t in valid])
-            if fisher == "sampled":
-                cdf = torch.cumsum(torch.softmax(lg.detach(), -1), -1)
-                labels = torch.tensor([int((row <= x * row[-1]).sum()) for row, x in zip(cdf, u[:, s], strict=True)])
-            else:
-                labels = torch.stack([ids[b, t + 1] for b, t in valid])
-            F.cross_entropy(lg, labels, reduction="sum").backward()
-            for t in targets:
-                a_all, out = captured[t.name]
-                w_grad = t.module(model).weight.grad
-                w_grad = w_grad.T if t.kind == "conv1d" else w_grad
-                explicit = torch.zeros(t.out_features, t.in_features, dtype=torch.float64)
-                for b, p in valid:
-                    g = out.grad[b, p].double()
-                    G[t.name] += torch.outer(g, g) / samples
-                    if s == 0:
-                        a = a_all[b, p].detach().double()
-                        A[t.name] += torch.outer(a, a)
-                for b in range(B):  # the weight gradient is sum_t g_t a_t^T over *all* positions
-                    for p in range(T):
-                        explicit += torch.outer(out.grad[b, p].double(), a_all[b, p].detach().double())
-                torch.testing.assert_close(explicit, w_grad.double(), rtol=1e-4, atol=1e-6)
-        count += len(valid)
-    model.zero_grad(set_to_none=True)
+    for a, gs in lm_rows(model, batches, targets, fisher, seed=seed, samples=samples):
+        for t in targets:
+            for a_t in a[t.name]:
+                A[t.name] += torch.outer(a_t, a_t)
+            for g in gs:
+                for g_t in g[t.name]:
+                    G[t.name] += torch.outer(g_t, g_t) / samples
+        count += len(a[targets[0].name])
     return {t.name: KFACFactors(A[t.name].float(), G[t.name].float(), count) for t in targets}
 
 

@@ -1,9 +1,10 @@
 """K-FAC factors and EK-FAC corrections of an image classifier (ViT) against a per-image oracle.
 
-The oracle runs the model on one image at a time with plain autograd: the loss is that image's
-``-log p(y | image)`` with ``y`` the sampled label (``counter_uniforms(seed, image index, 0, s)``
-through ``inverse_cdf`` on that image's logits) or the given label (empirical Fisher), and every
-token row (patches and [CLS]) of a target's input and output gradient enters ``A = Σ a aᵀ``,
+The oracle (``image_rows`` of ``tests/per_position_oracle.py``) runs the model on one image at a
+time with plain autograd: the loss is that image's ``-log p(y | image)`` with ``y`` the sampled
+label (``counter_uniforms(seed, image index, 0, s)`` through the inverse CDF of that image's
+softmax) or the given label (empirical Fisher), and every token row (patches and [CLS]) of a
+target's input and output gradient enters ``A = Σ a aᵀ``,
 ``G = (1/S) Σ_s g gᵀ`` and ``s_ij = (1/S) Σ_s (U_Gᵀ g)_i² (U_Aᵀ a)_j²``, summed in float64.
 ``collect_factors`` / ``collect_corrections`` must match it for every batch size.
 """
@@ -12,13 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.per_position_oracle import image_rows
 from tests.vision_fixtures import tiny_vit
 from workers.curvature.eigen import Eigen
 from workers.curvature.ekfac import collect_corrections
 from workers.curvature.factors import Fisher, KFACFactors, collect_factors
-from workers.curvature.labels import counter_uniforms, inverse_cdf
 from workers.curvature.targets import EditTarget, resolve_targets
 from workers.vision.images import ImageSet, image_batches
 
@@ -43,37 +43,9 @@ def _per_image_rows(
     model: torch.nn.Module, images: ImageSet, fisher: str, samples: int, seed: int, index_shift: int = 0
 ) -> list[tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]]:
     """Per image: the token input rows of each target and, per sample, its token output-gradient rows."""
-    inputs: dict[str, torch.Tensor] = {}
-    outputs: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-            inputs[name] = args[0].detach()[0].double()  # (T, in)
-            outputs[name] = out
-
-        return record
-
-    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in TARGETS]
-    result = []
-    try:
-        for i in range(len(images)):
-            logits = model(pixel_values=images.pixel_values[i : i + 1]).logits  # (1, K)
-            if fisher == "sampled":
-                index = torch.tensor([i + index_shift])
-                u = counter_uniforms(seed, index, torch.zeros_like(index), samples)
-                labels = inverse_cdf(logits.detach(), u)[0]
-            else:
-                labels = images.labels[i : i + 1]
-            grads = []
-            for s in range(samples):
-                loss = F.cross_entropy(logits, labels[s : s + 1], reduction="sum")
-                gs = torch.autograd.grad(loss, [outputs[n] for n in TARGETS], retain_graph=True)
-                grads.append({n: g[0].double() for n, g in zip(TARGETS, gs, strict=True)})
-            result.append((dict(inputs), grads))
-    finally:
-        for h in handles:
-            h.remove()
-    return result
+    return image_rows(
+        model, _targets(model), images.pixel_values, images.labels, fisher, seed, samples, index_shift=index_shift
+    )
 
 
 def _oracle_factors(rows: list, samples: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
