@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,33 +48,47 @@ def summarise(rows: list[dict[str, Any]], max_strict: float, max_rise: float) ->
     return out
 
 
-def plot(rows: list[dict[str, Any]], base: dict[str, float], path: Path) -> None:
+def frontier_axes() -> tuple[Any, Any]:
+    """A figure and axes for a frontier plot (headless backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sets = sorted({tuple(r["layers"]) for r in rows})
-    for layers in sets:
+    return plt.subplots(figsize=(7, 4.5))
+
+
+def draw_estimator_curves(
+    ax: Any, rows: list[dict[str, Any]], x: Callable[[dict[str, Any]], float], y: Callable[[dict[str, Any]], float]
+) -> None:
+    """One line per (layer set, estimator) through its points in ρ order: K-FAC circles, EK-FAC squares."""
+    for layers in sorted({tuple(r["layers"]) for r in rows}):
         for est, marker in (("kfac", "o"), ("ekfac", "s")):
             pts = sorted(
                 (r for r in rows if tuple(r["layers"]) == layers and r["estimator"] == est), key=lambda r: r["rho"]
             )
-            xs = [100 * r["ppl_rise"] for r in pts]
-            ys = [100 * r["strict"] for r in pts]
-            ax.plot(xs, ys, marker=marker, label=f"{est.upper()} layers {','.join(map(str, layers))}")
+            label = f"{est.upper()} layers {','.join(map(str, layers))}"
+            ax.plot([x(r) for r in pts], [y(r) for r in pts], marker=marker, label=label)
+
+
+def save_frontier(fig: Any, ax: Any, path: Path) -> None:
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def plot(rows: list[dict[str, Any]], base: dict[str, float], path: Path) -> None:
+    fig, ax = frontier_axes()
+    draw_estimator_curves(ax, rows, lambda r: 100 * r["ppl_rise"], lambda r: 100 * r["strict"])
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("held-out perplexity increase (%)")
     ax.set_ylabel("strict recitation (%)")
     ax.set_title(f"demo model: K-FAC vs EK-FAC frontier (baseline ppl {base['perplexity']:.3f})")
     ax.axhline(5, color="grey", lw=0.8, ls="--")
     ax.axvline(10, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_frontier(fig, ax, path)
 
 
 def main() -> None:

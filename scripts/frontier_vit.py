@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from scripts.frontier_estimators import draw_estimator_curves, frontier_axes, save_frontier
 from scripts.sweep_demo import parse_layer_sets
 from tests.vision_fixtures import train_memorizing_vit
 from workers.curvature import collect_factors, eigenbases, resolve_targets
@@ -48,32 +49,13 @@ def summarise(rows: list[dict[str, Any]], max_heldout_drop: float) -> dict[str, 
 
 
 def plot(rows: list[dict[str, Any]], base: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for layers in sorted({tuple(r["layers"]) for r in rows}):
-        for est, marker in (("kfac", "o"), ("ekfac", "s")):
-            pts = sorted(
-                (r for r in rows if tuple(r["layers"]) == layers and r["estimator"] == est), key=lambda r: r["rho"]
-            )
-            ax.plot(
-                [100 * r["heldout"] for r in pts],
-                [100 * r["memorized"] for r in pts],
-                marker=marker,
-                label=f"{est.upper()} layers {','.join(map(str, layers))}",
-            )
+    fig, ax = frontier_axes()
+    draw_estimator_curves(ax, rows, lambda r: 100 * r["heldout"], lambda r: 100 * r["memorized"])
     ax.scatter([100 * base["heldout"]], [100 * base["memorized"]], marker="*", s=160, color="black", label="unedited")
     ax.set_xlabel("clean held-out accuracy (%)  — higher is better")
     ax.set_ylabel("memorised (flipped) label accuracy (%)  — lower is better")
     ax.set_title("noisy-label ViT: K-FAC vs EK-FAC frontier (one point per ρ)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_frontier(fig, ax, path)
 
 
 def main() -> None:
