@@ -507,22 +507,7 @@ def compute_curvature(
 
     ``on_stage(name, cached)`` is called when ``collect_factors`` and ``eigendecompose`` start."""
     fids = _factor_ids(targets)
-    eig: dict[FactorId, Eigen] = {}
-    counts: dict[FactorId, int] = {}
-    sums: dict[FactorId, tuple[torch.Tensor, int]] = {}
-    if cache is not None:
-        for fid in fids:
-            got = cache.get(inputs.key(fid, eig=True))
-            if got is not None:
-                eig[fid] = Eigen(got["values"], got["vectors"])
-                if "count" in got:  # entries written before the count was stored lack it
-                    counts[fid] = int(got["count"])
-        for fid in fids:
-            if fid in eig:
-                continue
-            got = cache.get(inputs.key(fid, eig=False))
-            if got is not None:
-                sums[fid] = (got["sum"], int(got["count"]))
+    eig, counts, sums = _cached_entries(fids, inputs, cache)
     need = [fid for fid in fids if fid not in eig and fid not in sums]
     need_targets = [t for t in targets if ("A", t.input_key) in need or ("G", t.name) in need]
     stats = {
@@ -533,65 +518,112 @@ def compute_curvature(
     on_stage("collect_factors", not need_targets)
     tokens = None
     if need_targets:
-        ids = pack_calibration(inputs)
-        tokens = int(ids.numel())
-        reporter.event(
-            "info",
-            f"collecting K-FAC factors for {len(need_targets)} target(s) over {tokens} tokens",
-            {"kind": "collect", "targets": [t.name for t in need_targets], "tokens": tokens},
-        )
-
-        def progress(done: int, total: int | None) -> None:
-            reporter.progress(done / total if total else 0.0, tokens_done=done, tokens_total=total)
-
-        if inputs.shards > 1 and cache is not None:
-            collected = _collect_sharded(
-                model, need_targets, need, inputs, ids, cache=cache, fanout=fanout, reporter=reporter
-            )
-        else:
-            collected = collect_sums(
-                model,
-                need_targets,
-                inputs,
-                ids,
-                progress=progress,
-                should_cancel=reporter.cancelled,
-            )
-        reporter.progress(1.0, tokens_done=tokens, tokens_total=tokens)  # the final, never rate-limited update
-        for fid in need:
-            sums[fid] = collected[fid]
-            if cache is not None:
-                cache.put(inputs.key(fid, eig=False), _entry(*collected[fid]))
+        collected, tokens = _collect_missing(model, need_targets, need, inputs, cache, fanout, reporter)
+        sums.update(collected)
     else:
         reporter.event("info", "K-FAC factors served from the factor cache", {"kind": "cache", **stats})
 
     missing_eig = [fid for fid in fids if fid not in eig]
     on_stage("eigendecompose", not missing_eig)
-    dtype = torch.float64 if inputs.eig_dtype == "float64" else torch.float32
     for i, fid in enumerate(missing_eig):
         if reporter.cancelled():
             raise JobCancelled("cancelled during eigendecomposition")
-        mat, count = sums[fid]
-        e = eigendecompose(mat, count, dtype, device=_device_of(targets, model, fid))
-        eig[fid] = e
-        counts[fid] = count
-        if cache is not None:
-            entry = {"values": e.values, "vectors": e.vectors, "count": torch.tensor(int(count), dtype=torch.int64)}
-            cache.put(inputs.key(fid, eig=True), entry)
+        eig[fid], counts[fid] = _eigendecompose_sum(model, targets, inputs, cache, fid, *sums[fid])
         reporter.progress((i + 1) / len(missing_eig))
 
-    eigens: dict[str, tuple[Eigen, Eigen]] = {}
-    for t in targets:
-        dev = _weight_device(model, t)
-        eigens[t.name] = (eig[("G", t.name)].to(device=dev), eig[("A", t.input_key)].to(device=dev))
-    keys = {f"{k}:{m}": inputs.key((k, m), eig=True).digest for k, m in fids}
-    factor_stats = report_factor_stats(fids, eig, counts, reporter)
     return CurvatureResult(
-        eigens=eigens,
+        eigens=eigens_on_devices(model, targets, eig),
         collect_cached=not need_targets,
         eigen_cached=not missing_eig,
         cache=stats,
         tokens=tokens,
-        keys=keys,
-        factor_stats=factor_stats,
+        keys={f"{k}:{m}": inputs.key((k, m), eig=True).digest for k, m in fids},
+        factor_stats=report_factor_stats(fids, eig, counts, reporter),
     )
+
+
+def _cached_entries(
+    fids: list[FactorId], inputs: CurvatureInputs, cache: FactorCache | None
+) -> tuple[dict[FactorId, Eigen], dict[FactorId, int], Sums]:
+    """What the cache already holds: eigenbases (and their position counts), and the sums of the
+    factors whose eigenbasis is missing."""
+    eig: dict[FactorId, Eigen] = {}
+    counts: dict[FactorId, int] = {}
+    sums: Sums = {}
+    if cache is None:
+        return eig, counts, sums
+    for fid in fids:
+        got = cache.get(inputs.key(fid, eig=True))
+        if got is not None:
+            eig[fid] = Eigen(got["values"], got["vectors"])
+            if "count" in got:  # entries written before the count was stored lack it
+                counts[fid] = int(got["count"])
+    for fid in fids:
+        if fid not in eig and (got := cache.get(inputs.key(fid, eig=False))) is not None:
+            sums[fid] = (got["sum"], int(got["count"]))
+    return eig, counts, sums
+
+
+def _collect_missing(
+    model: Any,
+    need_targets: list[EditTarget],
+    need: list[FactorId],
+    inputs: CurvatureInputs,
+    cache: FactorCache | None,
+    fanout: ShardFanout | None,
+    reporter: Reporter,
+) -> tuple[Sums, int]:
+    """One pass (or the shards) over the calibration rows for the factors ``need``; written to the
+    cache. Returns the sums and the stream's token count."""
+    ids = pack_calibration(inputs)
+    tokens = int(ids.numel())
+    reporter.event(
+        "info",
+        f"collecting K-FAC factors for {len(need_targets)} target(s) over {tokens} tokens",
+        {"kind": "collect", "targets": [t.name for t in need_targets], "tokens": tokens},
+    )
+
+    def progress(done: int, total: int | None) -> None:
+        reporter.progress(done / total if total else 0.0, tokens_done=done, tokens_total=total)
+
+    if inputs.shards > 1 and cache is not None:
+        collected = _collect_sharded(
+            model, need_targets, need, inputs, ids, cache=cache, fanout=fanout, reporter=reporter
+        )
+    else:
+        collected = collect_sums(model, need_targets, inputs, ids, progress=progress, should_cancel=reporter.cancelled)
+    reporter.progress(1.0, tokens_done=tokens, tokens_total=tokens)  # the final, never rate-limited update
+    out = {fid: collected[fid] for fid in need}
+    if cache is not None:
+        for fid, entry in out.items():
+            cache.put(inputs.key(fid, eig=False), _entry(*entry))
+    return out, tokens
+
+
+def _eigendecompose_sum(
+    model: Any,
+    targets: list[EditTarget],
+    inputs: CurvatureInputs,
+    cache: FactorCache | None,
+    fid: FactorId,
+    mat: torch.Tensor,
+    count: int,
+) -> tuple[Eigen, int]:
+    """The eigenbasis of one factor's mean (on its weight's device), written to the cache."""
+    dtype = torch.float64 if inputs.eig_dtype == "float64" else torch.float32
+    e = eigendecompose(mat, count, dtype, device=_device_of(targets, model, fid))
+    if cache is not None:
+        entry = {"values": e.values, "vectors": e.vectors, "count": torch.tensor(int(count), dtype=torch.int64)}
+        cache.put(inputs.key(fid, eig=True), entry)
+    return e, count
+
+
+def eigens_on_devices(
+    model: Any, targets: list[EditTarget], eig: dict[FactorId, Eigen]
+) -> dict[str, tuple[Eigen, Eigen]]:
+    """``{target name: (G-eigen, A-eigen)}``, each on its target weight's device."""
+    out: dict[str, tuple[Eigen, Eigen]] = {}
+    for t in targets:
+        dev = _weight_device(model, t)
+        out[t.name] = (eig[("G", t.name)].to(device=dev), eig[("A", t.input_key)].to(device=dev))
+    return out

@@ -29,8 +29,8 @@ from workers.pipeline.curvature_stage import (
     _device_of,
     _entry,
     _factor_ids,
-    _weight_device,
     collect_sums,
+    eigens_on_devices,
     pack_calibration,
     report_factor_stats,
 )
@@ -145,10 +145,6 @@ def compute_union_curvature(
         if cache is not None:
             entry = {"values": e.values, "vectors": e.vectors, "count": torch.tensor(total, dtype=torch.int64)}
             cache.put(union_key(sources, weights, fid), entry)
-    eigens: dict[str, tuple[Eigen, Eigen]] = {}
-    for t in targets:
-        dev = _weight_device(model, t)
-        eigens[t.name] = (eig[("G", t.name)].to(device=dev), eig[("A", t.input_key)].to(device=dev))
     n_sums = len(fids) * len(sources) if missing_eig else 0
     stats = {
         "collect_factors": {"hits": n_sums - collected, "misses": collected},
@@ -157,7 +153,7 @@ def compute_union_curvature(
     keys = {f"{k}:{m}": union_key(sources, weights, (k, m)).digest for k, m in fids}
     factor_stats = report_factor_stats(fids, eig, counts, reporter)
     return CurvatureResult(
-        eigens=eigens,
+        eigens=eigens_on_devices(model, targets, eig),
         collect_cached=collected == 0,
         eigen_cached=not missing_eig,
         cache=stats,
