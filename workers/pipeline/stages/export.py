@@ -35,85 +35,102 @@ def export_stage(
     edits: EditedSweep,
     baseline: dict[str, Any],
 ) -> JobResult:
-    spec, clock, loaded, points = ctx.spec, ctx.clock, job.loaded, edits.points
+    clock, points = ctx.clock, edits.points
     clock.stage("export")
-    resolved_spec = spec.model_dump(mode="json")
+    common = _common_manifest(ctx, job, curv, plan, baseline)
+    single = len(points) == 1
+    with staging_dir(job.out_dir, attempt_tag=ctx.job_id) as tmp:
+        common["report"] = write_job_report(
+            tmp,
+            job_id=ctx.job_id,
+            model_label=job.loaded.label,
+            points=points,
+            baseline=baseline,
+            targets=plan.targets,
+            eigens=curv.result.eigens,
+            search=common.get("search"),
+            spec=common["spec"],
+        ).files
+        for i, point in enumerate(points):
+            ctx.check_cancel("export")
+            _write_point(ctx, job, edits, common, tmp, i, "" if single else point_dirname(point["keep_mass"]))
+            ctx.reporter.progress((i + 1) / len(points))
+        if not single:
+            sweep = [
+                {k: p[k] for k in ("keep_mass", "layers", "metrics", "comparison")}
+                | {"dir": point_dirname(p["keep_mass"])}
+                for p in points
+            ]
+            write_manifest(tmp, {**common, "sweep": sweep, "timings": dict(clock.timings)})
+        add_file_indexes(tmp)  # every manifest lists its tree's files with sha256 (served over HTTP)
+    clock.close()
+    edits.restore()
+    clock.timings["total"] = round(time.perf_counter() - ctx.started, 4)
+    return _job_result(job, curv, plan, points, baseline, common, clock.cached, clock.timings)
+
+
+def _common_manifest(
+    ctx: JobContext, job: LoadedJob, curv: CurvatureOut, plan: EditPlan, baseline: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest fields every result of the job shares."""
     common: dict[str, Any] = {
         "format": "curvedit-manifest-v1",
         "job_id": ctx.job_id,
-        "spec": resolved_spec,
-        "model": {"label": loaded.label, "dtype": curv.inputs.model_dtype},
+        "spec": ctx.spec.model_dump(mode="json"),
+        "model": {"label": job.loaded.label, "dtype": curv.inputs.model_dtype},
         "fingerprints": job.fingerprints,
         "targets": [{"name": t.name, "layer": t.layer, "role": t.role, "shape": list(t.shape)} for t in plan.targets],
         "baseline_metrics": baseline,
         "cache": curv.result.cache,
         "cache_keys": curv.result.keys,
         "factor_stats": curv.result.factor_stats,
-        "cached_stages": dict(clock.cached),
+        "cached_stages": dict(ctx.clock.cached),
         "versions": library_versions(),
     }
     if plan.search is not None:
         common["search"] = plan.search
-    single = len(points) == 1
-    with staging_dir(job.out_dir, attempt_tag=ctx.job_id) as tmp:
-        common["report"] = write_job_report(
-            tmp,
-            job_id=ctx.job_id,
-            model_label=loaded.label,
-            points=points,
-            baseline=baseline,
-            targets=plan.targets,
-            eigens=curv.result.eigens,
-            search=common.get("search"),
-            spec=resolved_spec,
-        ).files
-        for i, point in enumerate(points):
-            ctx.check_cancel("export")
-            edited_now = edits.load_point(i)
-            sub = "" if single else point_dirname(point["keep_mass"])
-            target_dir = tmp / sub if sub else tmp
-            manifest = {
-                **common,
-                "keep_mass": point["keep_mass"],
-                "layers": point["layers"],
-                "metrics": point["metrics"],
-                "comparison": point["comparison"],
-                "timings": dict(clock.timings),
-            }
-            files = write_result(
-                target_dir,
-                model=loaded.model,
-                tokenizer=loaded.tokenizer,
-                originals=edits.originals,
-                edited=edited_now,
-                manifest=manifest,
-                save_model=spec.output.save_model,
-                save_delta=spec.output.save_delta,
-            )
-            final = job.out_dir / sub if sub else job.out_dir
-            point["artifacts"] = {
-                "dir": str(final),
-                "relative_dir": str(Path(job.out_rel) / sub) if sub else job.out_rel,
-                **{k: str(final / v) if v != "." else str(final) for k, v in files.items()},
-            }
-            ctx.reporter.progress((i + 1) / len(points))
-        if not single:
-            write_manifest(
-                tmp,
-                {
-                    **common,
-                    "sweep": [
-                        {k: p[k] for k in ("keep_mass", "layers", "metrics", "comparison")}
-                        | {"dir": point_dirname(p["keep_mass"])}
-                        for p in points
-                    ],
-                    "timings": dict(clock.timings),
-                },
-            )
-        add_file_indexes(tmp)  # every manifest lists its tree's files with sha256 (served over HTTP)
-    clock.close()
-    edits.restore()
-    clock.timings["total"] = round(time.perf_counter() - ctx.started, 4)
+    return common
+
+
+def _write_point(
+    ctx: JobContext, job: LoadedJob, edits: EditedSweep, common: dict[str, Any], tmp: Path, i: int, sub: str
+) -> None:
+    """Sweep point ``i``'s model, delta and manifest under ``tmp/sub``; records its artifact paths."""
+    point = edits.points[i]
+    edited_now = edits.load_point(i)
+    manifest = {
+        **common,
+        **{k: point[k] for k in ("keep_mass", "layers", "metrics", "comparison")},
+        "timings": dict(ctx.clock.timings),
+    }
+    files = write_result(
+        tmp / sub if sub else tmp,
+        model=job.loaded.model,
+        tokenizer=job.loaded.tokenizer,
+        originals=edits.originals,
+        edited=edited_now,
+        manifest=manifest,
+        save_model=ctx.spec.output.save_model,
+        save_delta=ctx.spec.output.save_delta,
+    )
+    final = job.out_dir / sub if sub else job.out_dir
+    point["artifacts"] = {
+        "dir": str(final),
+        "relative_dir": str(Path(job.out_rel) / sub) if sub else job.out_rel,
+        **{k: str(final / v) if v != "." else str(final) for k, v in files.items()},
+    }
+
+
+def _job_result(
+    job: LoadedJob,
+    curv: CurvatureOut,
+    plan: EditPlan,
+    points: list[dict[str, Any]],
+    baseline: dict[str, Any],
+    common: dict[str, Any],
+    cached: dict[str, bool],
+    timings: dict[str, float],
+) -> JobResult:
     optional: dict[str, Any] = {}  # fields only some jobs have (left out of the result otherwise)
     if plan.search is not None:
         optional["search"] = SearchResult.model_validate(plan.search)
@@ -121,11 +138,11 @@ def export_stage(
         results=[SweepPoint.model_validate(p) for p in points],
         baseline=Metrics.model_validate(baseline),
         cache={stage: StageCache.model_validate(c) for stage, c in curv.result.cache.items()},
-        cached_stages=dict(clock.cached),
-        timings=dict(clock.timings),
+        cached_stages=dict(cached),
+        timings=dict(timings),
         tokens=curv.result.tokens,
         targets=[TargetInfo.model_validate(t) for t in common["targets"]],
         fingerprints={"model": job.fingerprints["model"], "calibration": job.fingerprints["calibration"]},
-        output=OutputInfo(dir=str(job.out_dir), relative_dir=job.out_rel, sweep=not single),
+        output=OutputInfo(dir=str(job.out_dir), relative_dir=job.out_rel, sweep=len(points) > 1),
         **optional,
     )
