@@ -48,6 +48,25 @@ def summarise(rows: list[dict[str, Any]], max_strict: float, max_rise: float) ->
     return out
 
 
+def measured_edit(
+    model: Any,
+    chosen: list[Any],
+    eig: dict[str, Any],
+    scores: dict[str, torch.Tensor],
+    original: dict[str, torch.Tensor],
+    rho: float,
+    estimator: str,
+    measure: Callable[[], dict[str, float]],
+) -> dict[str, float]:
+    """Edit ``chosen`` at ``rho`` with ``estimator`` (EK-FAC: by ``scores``), measure, restore the weights."""
+    apply_edit(model, chosen, eig, keep_mass=rho, corrections=scores if estimator == "ekfac" else None)
+    m = measure()
+    with torch.no_grad():
+        for t in chosen:
+            t.module(model).weight.copy_(original[t.name])
+    return m
+
+
 def frontier_axes() -> tuple[Any, Any]:
     """A figure and axes for a frontier plot (headless backend)."""
     import matplotlib
@@ -142,11 +161,7 @@ def main() -> None:
         chosen = [t for t in targets if t.layer in layers]
         for rho in rhos:
             for est in ("kfac", "ekfac"):
-                apply_edit(model, chosen, eig, keep_mass=rho, corrections=scores if est == "ekfac" else None)
-                m = measure()
-                with torch.no_grad():
-                    for t in chosen:
-                        t.module(model).weight.copy_(original[t.name])
+                m = measured_edit(model, chosen, eig, scores, original, rho, est, measure)
                 rise = m["perplexity"] / base["perplexity"] - 1
                 rows.append({"layers": layers, "rho": rho, "estimator": est, **m, "ppl_rise": rise})
                 print(

@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
-from scripts.frontier_estimators import draw_estimator_curves, frontier_axes, save_frontier
+from scripts.frontier_estimators import draw_estimator_curves, frontier_axes, measured_edit, save_frontier
 from scripts.sweep_demo import parse_layer_sets
 from tests.vision_fixtures import train_memorizing_vit
 from workers.curvature import collect_factors, eigenbases, resolve_targets
-from workers.curvature.edit import apply_edit
 from workers.curvature.ekfac import collect_corrections
 from workers.vision.accuracy import accuracy
 from workers.vision.images import ImageSet, image_batches
@@ -101,11 +100,7 @@ def main() -> None:
         chosen = [t for t in targets if t.layer in layers]
         for rho in [float(r) for r in args.rhos.split(",")]:
             for est in ("kfac", "ekfac"):
-                apply_edit(model, chosen, eig, keep_mass=rho, corrections=scores if est == "ekfac" else None)
-                m = measure()
-                with torch.no_grad():
-                    for t in chosen:
-                        t.module(model).weight.copy_(original[t.name])
+                m = measured_edit(model, chosen, eig, scores, original, rho, est, measure)
                 row = {
                     "layers": layers,
                     "rho": rho,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from workers.curvature.eigen import Eigen
-from workers.curvature.factors import CollectOptions, Fisher, _collect, _Collector
+from workers.curvature.factors import Fisher, _collect, _Collector, _options
 from workers.curvature.precision import Precision
 from workers.curvature.targets import EditTarget, module_weight
 
@@ -133,14 +133,7 @@ def collect_corrections(
     """One pass over ``batches`` (the calibration stream the factors came from) giving the EK-FAC
     sums per target name; ``eigens[name] = (G-eigen, A-eigen)``. Arguments as ``collect_factors``
     (``precision`` only validates: the correction accumulates in float32)."""
-    opts = CollectOptions(fisher=fisher, seed=seed, samples=samples, precision=precision, logits_chunk=logits_chunk)
-    if not targets:
-        raise ValueError("expected at least one target")
-    names = [t.name for t in targets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate targets in {names}")
-    if first_sequence < 0:
-        raise ValueError(f"expected first_sequence >= 0, got {first_sequence}")
+    opts = _options(targets, fisher, seed, samples, precision, logits_chunk, first_sequence, None)
     collector = _CorrectionCollector(model, targets, eigens)
     with torch.inference_mode(False):
         _collect(model, batches, targets, opts, first_sequence, total_tokens, progress, should_cancel, collector)

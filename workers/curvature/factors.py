@@ -75,7 +75,7 @@ from torch import nn
 
 from contract.summation import ROWS_PER_UNIT, segment_bounds, segment_of_row
 from workers.curvature.cancellation import JobCancelled
-from workers.curvature.heads import split_body_and_head
+from workers.curvature.heads import split_body_and_head, split_classifier
 from workers.curvature.labels import counter_uniforms, inverse_cdf
 from workers.curvature.precision import PRECISIONS, Precision, accumulate_outer
 from workers.curvature.targets import EditTarget, module_weight
@@ -623,17 +623,14 @@ def _backward_samples(collector: _Collector, feats: torch.Tensor, feat_grads: li
 
 
 def _image_logits(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """The classifier's logits (B, labels). For a ViT (logits = ``classifier`` of the final [CLS]
-    state) the head runs one image at a time: a matrix product's per-row bits depend on its row
-    count, so a batched head would make the sums depend on the batch size."""
-    body = getattr(model, "vit", None)
-    head = getattr(model, "classifier", None)
-    if getattr(model.config, "model_type", None) != "vit" or not isinstance(body, nn.Module):
+    """The classifier's logits (B, labels). For a ViT (``heads.split_classifier``) the head runs one
+    image at a time: a matrix product's per-row bits depend on its row count, so a batched head would
+    make the sums depend on the batch size."""
+    split = split_classifier(model)
+    if split is None:
         return model(pixel_values=pixels).logits
-    if not isinstance(head, nn.Linear):
-        return model(pixel_values=pixels).logits
-    cls = body(pixel_values=pixels).last_hidden_state[:, 0]
-    return torch.cat([head(cls[i : i + 1]) for i in range(cls.shape[0])])
+    cls = split.body(pixel_values=pixels).last_hidden_state[:, 0]
+    return torch.cat([split.head(cls[i : i + 1]) for i in range(cls.shape[0])])
 
 
 def _image_batch(

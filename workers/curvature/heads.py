@@ -15,6 +15,10 @@ Hugging Face conventions every supported family follows:
 Models whose logits are not just ``head(last_hidden_state)`` (a logit scale or soft-capping in the
 config) or whose pieces are missing get ``None``: collection then takes the logits from the full
 forward (one (positions x vocabulary) tensor per batch).
+
+``split_classifier`` does the same for a ViT image classifier: body ``vit``, head ``classifier`` on
+the final [CLS] state (``logits = classifier(last_hidden_state[:, 0])``); other image classifiers
+get ``None``.
 """
 
 from __future__ import annotations
@@ -46,5 +50,15 @@ def split_body_and_head(model: nn.Module) -> BodyAndHead | None:
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     if not isinstance(body, nn.Module) or body is model or not isinstance(head, nn.Linear):
+        return None
+    return BodyAndHead(body=body, head=head)
+
+
+def split_classifier(model: nn.Module) -> BodyAndHead | None:
+    """A ViT classifier's body and head (its logits are ``head(body(...).last_hidden_state[:, 0])``)."""
+    body = getattr(model, "vit", None)
+    head = getattr(model, "classifier", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type != "vit" or not isinstance(body, nn.Module) or not isinstance(head, nn.Linear):
         return None
     return BodyAndHead(body=body, head=head)
