@@ -98,6 +98,9 @@ def test_edit_forgets_memorised_labels_and_keeps_heldout_accuracy(roots: Path, v
     assert mem == pytest.approx(after["memorized_accuracy"], abs=1e-9)
     assert held == pytest.approx(after["heldout_accuracy"], abs=1e-9)
     assert (out_dir / "preprocessor_config.json").is_file()  # the image processor travels with the model
+    report = (out_dir / "report.md").read_text()
+    assert "image-classifier job's memorised-set and held-out accuracies" in report
+    assert "give evaluation.recitation" not in report  # text-model advice does not apply to an image job
 
     # another keep_mass on the same images: factors and eigenbases come from the cache
     rep = NullReporter()

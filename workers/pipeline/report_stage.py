@@ -156,5 +156,6 @@ def write_job_report(
         sweep_comparisons=sweep_tables,
         met=bool(search.get("met")) if isinstance(search, Mapping) else None,
         notes=notes,
+        image_classifier=bool(_get(spec or {}, "calibration", "images")),
     )
     return write_report(directory, inp)

@@ -111,6 +111,7 @@ class ReportInput:
     sweep_comparisons: Sequence[tuple[float, Sequence[Mapping[str, Any]]]] = ()
     met: bool | None = None
     notes: Sequence[str] = ()
+    image_classifier: bool = False  # accuracies, not recitation / perplexity: no frontier to draw
 
     @property
     def chosen(self) -> ReportPoint | None:

@@ -52,6 +52,11 @@ def write_report(directory: Path, inp: ReportInput) -> ReportOutput:
         caption = "Forget-set strict recitation vs held-out perplexity increase"
         caption += " over all trials; box: targets; star: chosen" if inp.kind == "search" else " per sweep point"
         plots.append(("frontier.png", caption))
+    elif inp.image_classifier:
+        omitted.append(
+            "frontier.png not drawn: it plots recitation against perplexity (text models); this image-classifier "
+            "job's memorised-set and held-out accuracies are in the before/after table."
+        )
     else:
         omitted.append(
             "frontier.png not drawn: the job measured no forget-set recitation together with held-out perplexity"
